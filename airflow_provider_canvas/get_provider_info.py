@@ -1,0 +1,144 @@
+"""What Airflow discovers about this provider: connection types, hooks, operators, settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STRING = {"type": ["string", "null"]}
+
+
+def _secret(label: str, description: str) -> dict[str, Any]:
+    return {"label": label, "schema": {**_STRING, "format": "password"}, "description": description}
+
+
+def _text(label: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"label": label, "schema": {**_STRING, **schema}, "description": description}
+
+
+# Fields shared by both platforms; each platform adds its own below.
+_TOKEN_FIELDS: dict[str, dict[str, Any]] = {
+    "refresh_token": _secret("Refresh token", "Kept up to date by the hook after every refresh."),
+    "access_token": _secret("Access token", "Kept up to date by the hook; may be left empty."),
+    "expires_at": _text("Access token expires at", "ISO-8601 UTC, written by the hook."),
+    "redirect_uri": _text("Redirect URI", "The developer key's / OAuth app's redirect URI."),
+    "expiry_buffer_seconds": {
+        "label": "Refresh this many seconds before expiry",
+        "schema": {"type": ["integer", "null"], "default": 300},
+    },
+    "lock_conn_id": _text(
+        "Token lock connection",
+        "Empty: a file lock (one host). A postgres connection id: a PostgreSQL advisory lock, "
+        "correct when workers run on several hosts.",
+    ),
+}
+
+_UI_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "extra"],
+    "relabeling": {"login": "Client ID", "password": "Client secret"},
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-canvas",
+        "name": "Canvas LMS and D2L Brightspace",
+        "description": "Canvas (Instructure) and Brightspace (D2L) hooks and operators with "
+        "OAuth tokens that refresh themselves and are never lost.",
+        "versions": ["0.1.0"],
+        "connection-types": [
+            {
+                "connection-type": "canvas",
+                "hook-class-name": "airflow_provider_canvas.hooks.canvas.CanvasHook",
+                "hook-name": "Canvas LMS",
+                "conn-fields": {
+                    **_TOKEN_FIELDS,
+                    "scopes": _text(
+                        "Scopes",
+                        "Space-separated developer-key scopes, e.g. url:GET|/api/v1/accounts/:id",
+                    ),
+                },
+                "ui-field-behaviour": {
+                    **_UI_BEHAVIOUR,
+                    "placeholders": {
+                        "host": "https://myschool.instructure.com",
+                        "login": "Developer key ID, e.g. 10000000000123",
+                        "password": "Developer key secret",
+                    },
+                },
+            },
+            {
+                "connection-type": "brightspace",
+                "hook-class-name": "airflow_provider_canvas.hooks.brightspace.BrightspaceHook",
+                "hook-name": "D2L Brightspace",
+                "conn-fields": {
+                    **_TOKEN_FIELDS,
+                    "token_url": _text(
+                        "Token URL",
+                        "OAuth 2.0 token endpoint.",
+                        default="https://auth.brightspace.com/core/connect/token",
+                    ),
+                    "scopes": _text("Scopes", "Space-separated.", default="datahub:dataexports:*"),
+                    "lp_version": _text("LP API version", "Learning Platform API version.", default="1.49"),
+                },
+                "ui-field-behaviour": {
+                    **_UI_BEHAVIOUR,
+                    "placeholders": {
+                        "host": "https://myschool.brightspace.com",
+                        "login": "OAuth 2.0 client ID",
+                        "password": "OAuth 2.0 client secret",
+                    },
+                },
+            },
+        ],
+        "hooks": [
+            {
+                "integration-name": "Canvas LMS",
+                "python-modules": ["airflow_provider_canvas.hooks.canvas"],
+            },
+            {
+                "integration-name": "D2L Brightspace",
+                "python-modules": ["airflow_provider_canvas.hooks.brightspace"],
+            },
+        ],
+        "config": {
+            "canvas_provider": {
+                "description": "Where the Canvas/Brightspace hooks keep token state.",
+                "options": {
+                    "state_dir": {
+                        "description": "Directory for token lock files and the rescue copy of "
+                        "refreshed tokens that could not be saved yet. Default: "
+                        "$AIRFLOW_HOME/canvas_provider.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/canvas_provider",
+                        "default": "",
+                    },
+                    "airflow_api_url": {
+                        "description": "Base URL of the Airflow api-server that task code uses "
+                        "to save refreshed tokens into connections. Default: derived from "
+                        "[core] execution_api_server_url.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "http://airflow-apiserver:8080",
+                        "default": "",
+                    },
+                    "airflow_api_conn_id": {
+                        "description": "Connection whose login/password is an Airflow user "
+                        "allowed to edit connections. If it does not exist, no credentials are "
+                        "sent (enough for SimpleAuthManager with all users admin).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "airflow_api",
+                        "default": "airflow_api",
+                    },
+                    "lock_timeout_seconds": {
+                        "description": "How long a refresh waits for another worker's refresh.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "120",
+                        "default": "120",
+                    },
+                },
+            }
+        },
+    }
