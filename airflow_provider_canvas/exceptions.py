@@ -1,0 +1,67 @@
+"""The errors this provider raises. None of them ever carries a token or a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LmsError(Exception):
+    """Base class of every error raised by this provider."""
+
+
+class LmsConfigurationError(LmsError, ValueError):
+    """The connection or the operator arguments are wrong; the message says what to fix."""
+
+
+class LmsAuthError(LmsError):
+    """The token endpoint refused the refresh token or the client; a person must act."""
+
+    def __init__(self, message: str, *, error: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.status = status
+
+
+class LmsApiError(LmsError):
+    """The API answered with an error status."""
+
+    def __init__(self, message: str, *, status: int, url: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class LmsNotFoundError(LmsApiError):
+    """404: the object (account, data set, job) does not exist."""
+
+
+class LmsPermissionError(LmsApiError):
+    """The token is valid but may not do this: a missing developer-key scope or user permission."""
+
+    def __init__(self, message: str, *, status: int, url: str, required_scope: str | None) -> None:
+        super().__init__(message, status=status, url=url)
+        self.required_scope = required_scope
+
+
+class LmsThrottledError(LmsApiError):
+    """Still throttled after every retry."""
+
+
+class LmsUnavailableError(LmsApiError):
+    """Connection errors or 5xx answers outlasted the retries."""
+
+
+class TokenLockTimeout(LmsError):
+    """Another worker held the refresh lock longer than the lock timeout."""
+
+
+class TokenSaveError(LmsError):
+    """A refresh succeeded but the new tokens could not be saved to the connection.
+
+    They are kept in ``rescue_path`` (mode 0600), which the next refresh on this host restores
+    automatically.
+    """
+
+    def __init__(self, message: str, *, rescue_path: Path) -> None:
+        super().__init__(message)
+        self.rescue_path = rescue_path

@@ -1,0 +1,169 @@
+"""Reading and writing connections and variables from wherever a hook runs.
+
+Inside a task under a real scheduler the ORM is blocked (Airflow 3): reads go through the Task
+SDK (Execution API) and connection writes through the public REST API. Everywhere else (a
+script, the CLI, ``airflow dags test``, the test suite) the metadata database is used directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import requests
+from airflow.configuration import conf
+
+log = logging.getLogger(__name__)
+
+_SECTION = "canvas_provider"
+_REST_TIMEOUT = (5, 30)
+
+
+class MetadataWriteError(Exception):
+    """A connection or variable could not be written. The message never holds the value."""
+
+
+def in_task() -> bool:
+    """True inside a task or trigger process supervised by Airflow (also under ``dags test``)."""
+    from airflow.sdk.execution_time import task_runner
+
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def orm_blocked() -> bool:
+    """True where Airflow replaced the ORM session with one that raises (real supervised tasks)."""
+    if not in_task():
+        return False
+    from airflow import settings
+    from airflow.sdk.execution_time.supervisor import BlockedDBSession
+
+    return getattr(settings, "Session", None) is BlockedDBSession
+
+
+def get_connection(conn_id: str) -> Any:
+    """The connection as every other reader sees it: secrets backends, env vars, then the DB."""
+    if in_task():
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id)
+    from airflow.models import Connection as ConnectionModel
+
+    return ConnectionModel.get_connection_from_secrets(conn_id)
+
+
+def shadowing_source(conn_id: str) -> str | None:
+    """Name what would hide a write to the database copy of this connection, if anything."""
+    env_name = f"AIRFLOW_CONN_{conn_id.upper()}"
+    if env_name in os.environ:
+        return f"the environment variable {env_name}"
+    from airflow.configuration import get_custom_secret_backend
+
+    backend = get_custom_secret_backend(worker_mode=in_task())
+    if backend is not None and backend.get_connection(conn_id) is not None:
+        return f"the secrets backend {type(backend).__name__}"
+    return None
+
+
+def write_connection_extra(conn_id: str, conn_type: str, extra: dict[str, Any]) -> None:
+    """Replace the extra of a connection stored in the metadata database."""
+    if orm_blocked():
+        _patch_connection_via_api(conn_id, conn_type, extra)
+        return
+    from airflow.models import Connection as ConnectionModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalar(select(ConnectionModel).filter_by(conn_id=conn_id).limit(1))
+        if row is None:
+            raise MetadataWriteError(f"connection {conn_id!r} is not in the metadata database")
+        row.set_extra(json.dumps(extra))
+
+
+def get_variable(key: str) -> str | None:
+    if in_task():
+        from airflow.sdk import Variable
+
+        return Variable.get(key, default=None)
+    from airflow.models import Variable as VariableModel
+
+    return VariableModel.get(key, default_var=None)
+
+
+def set_variable(key: str, value: str) -> None:
+    if in_task():
+        from airflow.sdk import Variable
+
+        Variable.set(key, value)
+        return
+    from airflow.models import Variable as VariableModel
+
+    VariableModel.set(key, value)
+
+
+def state_dir() -> str:
+    configured = conf.get(_SECTION, "state_dir", fallback="")
+    return configured or os.path.join(conf.get("core", "airflow_home", fallback="~/airflow"), _SECTION)
+
+
+def lock_timeout_seconds() -> float:
+    return conf.getfloat(_SECTION, "lock_timeout_seconds", fallback=120.0)
+
+
+def _api_base_url() -> str:
+    configured = conf.get(_SECTION, "airflow_api_url", fallback="")
+    if configured:
+        return configured.rstrip("/")
+    execution_url = conf.get("core", "execution_api_server_url", fallback="") or ""
+    if execution_url:
+        return execution_url.rstrip("/").removesuffix("/execution")
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+
+
+def _api_headers(session: requests.Session, base_url: str) -> dict[str, str]:
+    """A JWT for the configured Airflow user; none if that connection does not exist."""
+    from airflow.exceptions import AirflowNotFoundException
+
+    credentials_conn_id = conf.get(_SECTION, "airflow_api_conn_id", fallback="airflow_api")
+    try:
+        credentials = get_connection(credentials_conn_id)
+    except AirflowNotFoundException:
+        return {}
+    response = session.post(
+        f"{base_url}/auth/token",
+        json={"username": credentials.login, "password": credentials.password},
+        timeout=_REST_TIMEOUT,
+    )
+    if not response.ok:
+        raise MetadataWriteError(
+            f"the Airflow API refused the login of connection {credentials_conn_id!r} "
+            f"(HTTP {response.status_code}) at {base_url}/auth/token"
+        )
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _patch_connection_via_api(conn_id: str, conn_type: str, extra: dict[str, Any]) -> None:
+    base_url = _api_base_url()
+    with requests.Session() as session:
+        try:
+            response = session.patch(
+                f"{base_url}/api/v2/connections/{conn_id}",
+                params={"update_mask": "extra"},
+                json={"connection_id": conn_id, "conn_type": conn_type, "extra": json.dumps(extra)},
+                headers=_api_headers(session, base_url),
+                timeout=_REST_TIMEOUT,
+            )
+        except requests.RequestException as err:
+            raise MetadataWriteError(
+                f"the Airflow API at {base_url} is unreachable ({type(err).__name__})"
+            ) from None
+    # The body of an error may echo the request, which holds tokens: report the status only.
+    if not response.ok:
+        raise MetadataWriteError(
+            f"the Airflow API at {base_url} answered HTTP {response.status_code} to the update of "
+            f"connection {conn_id!r}; the user of connection "
+            f"{conf.get(_SECTION, 'airflow_api_conn_id', fallback='airflow_api')!r} must be allowed "
+            "to edit connections"
+        )

@@ -1,0 +1,68 @@
+"""The token set kept in a connection's extra, and how token responses turn into one."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pendulum
+from pendulum import DateTime
+
+#: The keys of a connection's extra that hold token state, written by the hook.
+TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
+
+
+def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
+    """A field of the connection extra, accepting the legacy ``extra__<platform>__<name>`` key."""
+    value = extra.get(name)
+    if value in (None, ""):
+        value = extra.get(f"extra__{platform}__{name}")
+    return None if value == "" else value
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Access token, refresh token and expiry. Secrets stay out of ``repr``."""
+
+    access_token: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_at: DateTime | None = None
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any], platform: str) -> TokenSet:
+        expires_at = extra_value(extra, platform, "expires_at")
+        return cls(
+            access_token=extra_value(extra, platform, "access_token"),
+            refresh_token=extra_value(extra, platform, "refresh_token"),
+            expires_at=pendulum.parse(expires_at).in_tz("UTC") if expires_at else None,
+        )
+
+    @classmethod
+    def from_token_response(cls, response: Mapping[str, Any], *, previous: TokenSet) -> TokenSet:
+        """Canvas sends no refresh token on a refresh grant: the previous one stays valid."""
+        expires_in = response.get("expires_in")
+        return cls(
+            access_token=response["access_token"],
+            refresh_token=response.get("refresh_token") or previous.refresh_token,
+            expires_at=pendulum.now("UTC").add(seconds=int(expires_in)) if expires_in else None,
+        )
+
+    def to_extra(self) -> dict[str, str | None]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "expires_at": self.expires_at.to_iso8601_string() if self.expires_at else None,
+        }
+
+    def is_usable(self, buffer_seconds: int, *, rejected: Container[str] = ()) -> bool:
+        """True while the access token has more than ``buffer_seconds`` left and was not rejected."""
+        if not self.access_token or self.access_token in rejected or self.expires_at is None:
+            return False
+        return (self.expires_at - pendulum.now("UTC")).total_seconds() > buffer_seconds
+
+    def is_newer_than(self, other: TokenSet) -> bool:
+        """Tokens issued later expire later: the order of two token sets of one connection."""
+        if self.expires_at is None:
+            return False
+        return other.expires_at is None or self.expires_at > other.expires_at
