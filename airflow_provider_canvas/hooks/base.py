@@ -1,0 +1,393 @@
+"""The HTTP layer both hooks share: one session, timeouts, retries, throttling, token handling."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, ClassVar, Literal
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from airflow.sdk import BaseHook
+from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
+from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import NewConnectionError
+
+from airflow_provider_canvas.exceptions import (
+    LmsApiError,
+    LmsAuthError,
+    LmsConfigurationError,
+    LmsNotFoundError,
+    LmsPermissionError,
+    LmsThrottledError,
+    LmsUnavailableError,
+)
+from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.tokens.lifecycle import TokenLifecycle
+from airflow_provider_canvas.tokens.locks import file_lock, postgres_lock
+from airflow_provider_canvas.tokens.model import TokenSet, extra_value
+from airflow_provider_canvas.tokens.rescue import RescueFile
+from airflow_provider_canvas.tokens.store import TokenStore
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and path only: query strings may hold signatures or bookmarks."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _never_sent(err: requests.RequestException) -> bool:
+    """True when the request cannot have reached the server (safe to send again)."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+class LmsHook(BaseHook):
+    """Base of :class:`CanvasHook` and :class:`BrightspaceHook`.
+
+    Every request gets a connect/read timeout and a bearer token from the
+    :class:`~airflow_provider_canvas.tokens.lifecycle.TokenLifecycle`. Connection errors and
+    5xx answers to idempotent requests are retried with exponential backoff and jitter;
+    throttled requests wait (``Retry-After`` or backoff) and are sent again; requests are paced
+    when ``X-Rate-Limit-Remaining`` runs low. A 401 with ``WWW-Authenticate`` means the token
+    is dead: it is refreshed once and the request repeated. Any other 401/403 is final.
+    """
+
+    platform: ClassVar[str]
+    token_client_auth: ClassVar[Literal["basic", "body"]]
+    #: Brightspace refresh tokens die when used: a token request that may have reached the
+    #: server is never sent again.
+    single_use_refresh_tokens: ClassVar[bool]
+    #: Below this many rate-limit units left, requests slow down.
+    rate_limit_floor: ClassVar[float] = 0.0
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        max_retries: int = 5,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id or getattr(self, "default_conn_name")  # noqa: B009
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    # Connection -------------------------------------------------------------------------------
+
+    @cached_property
+    def connection(self) -> Any:
+        conn = metadata.get_connection(self.conn_id)
+        if conn.conn_type != self.conn_type:
+            raise LmsConfigurationError(
+                f"connection {self.conn_id!r} has type {conn.conn_type!r}; "
+                f"{type(self).__name__} needs a connection of type {self.conn_type!r}"
+            )
+        if not conn.host or urlsplit(conn.host).scheme not in ("http", "https"):
+            raise LmsConfigurationError(
+                f"connection {self.conn_id!r}: host must be the base URL with its scheme, "
+                f"e.g. https://myschool.instructure.com (got {conn.host!r})"
+            )
+        if not conn.login or not conn.password:
+            raise LmsConfigurationError(
+                f"connection {self.conn_id!r} needs the client ID as login and the client secret as password"
+            )
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(conn.password)
+        return conn
+
+    def extra(self, name: str, default: Any = None) -> Any:
+        value = extra_value(self.connection.extra_dejson, self.platform, name)
+        return default if value is None else value
+
+    @cached_property
+    def base_url(self) -> str:
+        return self.connection.host.rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def refresh_scope(self) -> str | None:
+        """The scope parameter of a refresh grant (None: keep the granted scopes)."""
+        return None
+
+    @cached_property
+    def tokens(self) -> TokenLifecycle:
+        store = TokenStore(self.conn_id, self.platform)
+        state_dir = metadata.state_dir()
+        return TokenLifecycle(
+            store,
+            refresh=self._request_tokens,
+            lock=self._refresh_lock,
+            rescue=RescueFile.for_connection(state_dir, self.conn_id),
+            buffer_seconds=int(self.extra("expiry_buffer_seconds", 300)),
+        )
+
+    def _refresh_lock(self) -> Any:
+        lock_conn_id = self.extra("lock_conn_id")
+        timeout = metadata.lock_timeout_seconds()
+        if lock_conn_id:
+            return postgres_lock(lock_conn_id, self.conn_id, timeout)
+        return file_lock(metadata.state_dir(), self.conn_id, timeout)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["Accept"] = "application/json"
+        return session
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+
+    # Requests ---------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scope: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        json: Any = None,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Send an authorised request and return the successful response (2xx/3xx).
+
+        ``scope`` names the developer-key scope the call needs, so a refusal can say which.
+        """
+        method = method.upper()
+        url = (
+            urljoin(self.base_url + "/", path_or_url.lstrip("/")) if "://" not in path_or_url else path_or_url
+        )
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            access_token = self.tokens.access_token()
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    json=json,
+                    stream=stream,
+                    headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as err:
+                if attempt > self.max_retries or not (method in _IDEMPOTENT or _never_sent(err)):
+                    raise LmsUnavailableError(
+                        f"{method} {redact_url(url)} failed: {type(err).__name__}",
+                        status=0,
+                        url=redact_url(url),
+                    ) from None
+                self._wait(self._backoff(attempt), f"{method} {redact_url(url)}: {type(err).__name__}")
+                continue
+
+            if response.status_code == 401 and "WWW-Authenticate" in response.headers and not refreshed:
+                response.close()
+                self.tokens.reject(access_token)
+                refreshed = True
+                continue
+            if self._is_throttled(response):
+                response.close()
+                if attempt > self.max_retries:
+                    raise LmsThrottledError(
+                        f"{method} {redact_url(url)} still throttled after {self.max_retries} retries",
+                        status=response.status_code,
+                        url=redact_url(url),
+                    )
+                delay = self._retry_after(response) or self._backoff(attempt)
+                self._wait(delay, f"{method} {redact_url(url)} throttled (HTTP {response.status_code})")
+                continue
+            if response.status_code >= 500 and method in _IDEMPOTENT and attempt <= self.max_retries:
+                response.close()
+                self._wait(self._backoff(attempt), f"{method} {redact_url(url)}: HTTP {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                raise self._error(response, method, url, scope)
+            self._pace(response)
+            return response
+
+    def keep_alive(self) -> dict[str, Any]:
+        """Make sure the connection holds a live access token; refresh (and save) if it is due.
+
+        Returns what a scheduled keep-alive task reports: no secrets, only the expiry.
+        """
+        before = self.tokens.refresh_count
+        self.tokens.access_token()
+        expires_at = self.tokens.expires_at
+        return {
+            "conn_id": self.conn_id,
+            "refreshed": self.tokens.refresh_count > before,
+            "expires_at": expires_at.to_iso8601_string() if expires_at else None,
+        }
+
+    def get_json(self, path_or_url: str, *, scope: str | None = None, **kwargs: Any) -> Any:
+        return self.request("GET", path_or_url, scope=scope, **kwargs).json()
+
+    def _is_throttled(self, response: requests.Response) -> bool:
+        return response.status_code == 429
+
+    @staticmethod
+    def _retry_after(response: requests.Response) -> float | None:
+        value = response.headers.get("Retry-After", "")
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _wait(self, seconds: float, why: str) -> None:
+        self.log.warning("%s; retrying in %.1fs", why, seconds)
+        time.sleep(seconds)
+
+    def _pacing_delay(self, response: requests.Response) -> float:
+        """Seconds to wait before the next request, from the rate-limit headers."""
+        return 0.0
+
+    def _pace(self, response: requests.Response) -> None:
+        delay = self._pacing_delay(response)
+        if delay > 0:
+            self.log.info("Rate limit running low; pausing %.1fs", delay)
+            time.sleep(delay)
+
+    def _error(self, response: requests.Response, method: str, url: str, scope: str | None) -> LmsApiError:
+        status, where = response.status_code, f"{method} {redact_url(url)}"
+        said = self._error_message(response)
+        if status in (401, 403):
+            return LmsPermissionError(
+                self._permission_message(where, said, scope),
+                status=status,
+                url=redact_url(url),
+                required_scope=scope,
+            )
+        if status == 404:
+            return LmsNotFoundError(f"{where}: not found ({said})", status=status, url=redact_url(url))
+        if status >= 500:
+            return LmsUnavailableError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
+        return LmsApiError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
+
+    def _permission_message(self, where: str, said: str, scope: str | None) -> str:
+        return f"{where} was refused: {said}" + (f" (the call needs scope {scope})" if scope else "")
+
+    @staticmethod
+    def _error_message(response: requests.Response) -> str:
+        """The API's own words, from the JSON shapes both platforms use, else the text."""
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text.strip()[:300] or response.reason
+        if isinstance(body, dict):
+            errors = body.get("errors") or body.get("Errors")
+            if isinstance(errors, list) and errors:
+                first = errors[0]
+                if isinstance(first, dict):
+                    return str(first.get("message") or first.get("Message") or first)[:300]
+            for key in ("error_description", "message", "Message", "error"):
+                if body.get(key):
+                    return str(body[key])[:300]
+        return str(body)[:300]
+
+    # Tokens -----------------------------------------------------------------------------------
+
+    def _request_tokens(self, current: TokenSet) -> TokenSet:
+        """One refresh_token grant (called by the lifecycle under the refresh lock)."""
+        conn = self.connection
+        client = WebApplicationClient(conn.login)
+        if self.token_client_auth == "basic":
+            auth, credentials = HTTPBasicAuth(conn.login, conn.password), {}
+        else:
+            auth, credentials = None, {"client_id": conn.login, "client_secret": conn.password}
+        body = client.prepare_refresh_body(
+            refresh_token=current.refresh_token, scope=self.refresh_scope, **credentials
+        )
+        where = f"POST {redact_url(self.token_url)}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.post(
+                    self.token_url,
+                    data=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    auth=auth,
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as err:
+                retryable = _never_sent(err) or not self.single_use_refresh_tokens
+                if attempt > self.max_retries or not retryable:
+                    raise LmsUnavailableError(
+                        f"{where} failed: {type(err).__name__}. "
+                        + (
+                            ""
+                            if retryable
+                            else "The refresh token may have been used; if the next "
+                            "refresh reports invalid_grant, authorize the connection again."
+                        ),
+                        status=0,
+                        url=redact_url(self.token_url),
+                    ) from None
+                self._wait(self._backoff(attempt), f"{where}: {type(err).__name__}")
+                continue
+            retry_5xx = response.status_code >= 500 and not self.single_use_refresh_tokens
+            if (self._is_throttled(response) or retry_5xx) and attempt <= self.max_retries:
+                delay = self._retry_after(response) or self._backoff(attempt)
+                self._wait(delay, f"{where}: HTTP {response.status_code}")
+                continue
+            break
+        return TokenSet.from_token_response(self._parse_token_response(response, where), previous=current)
+
+    def _parse_token_response(self, response: requests.Response, where: str) -> dict[str, Any]:
+        client = WebApplicationClient(self.connection.login)
+        try:
+            return dict(client.parse_request_body_response(response.text))
+        except OAuth2Error as err:
+            if response.status_code >= 500:
+                raise LmsUnavailableError(
+                    f"{where}: HTTP {response.status_code}",
+                    status=response.status_code,
+                    url=redact_url(self.token_url),
+                ) from None
+            raise LmsAuthError(
+                self._token_error_message(err.error, err.description, response.status_code),
+                error=err.error,
+                status=response.status_code,
+            ) from None
+
+    def _token_error_message(self, error: str, description: str | None, status: int) -> str:
+        what = (
+            f"{self.hook_name} refused to refresh the tokens of connection {self.conn_id!r} "
+            f"(HTTP {status} {error}: {description or 'no description'})."
+        )
+        if error == "invalid_client":
+            return f"{what} Check the client ID (login) and client secret (password)."
+        if error in ("invalid_grant", "invalid_request"):
+            return (
+                f"{what} The stored refresh token was revoked, expired or already used: run the "
+                "OAuth authorization again and store the new refresh token in the connection."
+            )
+        return what

@@ -1,0 +1,141 @@
+"""CanvasHook: the Canvas LMS REST API (accounts, SSO settings) with self-refreshing OAuth tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import requests
+
+from airflow_provider_canvas.hooks.base import LmsHook, redact_url
+
+#: Developer-key scopes of the calls this hook makes, in Canvas's ``url:VERB|/path`` form.
+SCOPE_GET_ACCOUNT = "url:GET|/api/v1/accounts/:id"
+SCOPE_LIST_ACCOUNTS = "url:GET|/api/v1/accounts"
+SCOPE_LIST_SUB_ACCOUNTS = "url:GET|/api/v1/accounts/:account_id/sub_accounts"
+SCOPE_GET_SSO_SETTINGS = "url:GET|/api/v1/accounts/:account_id/sso_settings"
+SCOPE_PUT_SSO_SETTINGS = "url:PUT|/api/v1/accounts/:account_id/sso_settings"
+
+#: The SSO settings Canvas documents; anything else is refused before any request.
+SSO_SETTING_KEYS = ("login_handle_name", "change_password_url", "auth_discovery_url", "unknown_user_url")
+
+_PAGE_SIZE = 100
+
+
+class CanvasHook(LmsHook):
+    """Talks to one Canvas instance through a ``canvas`` connection.
+
+    host: the Canvas base URL; login/password: developer key ID and secret; extra: tokens
+    (kept up to date by the hook), ``scopes``, ``expiry_buffer_seconds``, ``lock_conn_id``.
+    """
+
+    conn_name_attr = "canvas_conn_id"
+    default_conn_name = "canvas_default"
+    conn_type = "canvas"
+    hook_name = "Canvas LMS"
+
+    platform: ClassVar[str] = "canvas"
+    token_client_auth = "body"
+    # Canvas refresh tokens do not rotate: a retried refresh cannot lose one.
+    single_use_refresh_tokens = False
+    # The leaky bucket holds ~700 units and drains ~10 units/s.
+    rate_limit_floor = 150.0
+    rate_limit_drain_per_second = 10.0
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/login/oauth2/token"
+
+    # API --------------------------------------------------------------------------------------
+
+    def paginate(
+        self, path: str, params: Mapping[str, Any] | None = None, *, scope: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, page after page, following ``Link: rel="next"``.
+
+        Memory stays at one page. Canvas may clamp ``per_page`` below what was asked for and
+        may omit ``rel="last"``; neither matters here.
+        """
+        url: str | None = path
+        query: Mapping[str, Any] | None = {"per_page": _PAGE_SIZE, **(params or {})}
+        pages = items = 0
+        while url:
+            response = self.request("GET", url, params=query, scope=scope)
+            page = response.json()
+            pages += 1
+            items += len(page)
+            if pages == 1 and response.links.get("next") and len(page) < _PAGE_SIZE:
+                self.log.info("Canvas serves %d items per page for %s.", len(page), redact_url(response.url))
+            if pages % 50 == 0:
+                self.log.info(
+                    "%s: %d items read from %d pages so far", redact_url(response.url), items, pages
+                )
+            yield from page
+            url = response.links.get("next", {}).get("url")
+            query = None  # the next link carries the query, bookmark included
+        self.log.info("%s: %d items from %d pages", path, items, pages)
+
+    def get_account(self, account_id: int | str) -> dict[str, Any]:
+        """One account, by Canvas id or ``sis_account_id:XYZ``."""
+        return self.get_json(f"/api/v1/accounts/{account_id}", scope=SCOPE_GET_ACCOUNT)
+
+    def list_accounts(self) -> Iterator[dict[str, Any]]:
+        """The accounts the token's user administers."""
+        return self.paginate("/api/v1/accounts", scope=SCOPE_LIST_ACCOUNTS)
+
+    def list_sub_accounts(self, account_id: int | str, *, recursive: bool = True) -> Iterator[dict[str, Any]]:
+        return self.paginate(
+            f"/api/v1/accounts/{account_id}/sub_accounts",
+            {"recursive": "true" if recursive else "false"},
+            scope=SCOPE_LIST_SUB_ACCOUNTS,
+        )
+
+    def get_sso_settings(self, account_id: int | str) -> dict[str, Any]:
+        body = self.get_json(f"/api/v1/accounts/{account_id}/sso_settings", scope=SCOPE_GET_SSO_SETTINGS)
+        return body["sso_settings"]
+
+    def update_sso_settings(
+        self, account_id: int | str, settings: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        """PUT the given keys only (Canvas keeps omitted ones); ``None`` or ``""`` unsets a key."""
+        unknown = sorted(set(settings) - set(SSO_SETTING_KEYS))
+        if unknown:
+            from airflow_provider_canvas.exceptions import LmsConfigurationError
+
+            raise LmsConfigurationError(
+                f"unknown SSO setting(s) {unknown}; Canvas knows {list(SSO_SETTING_KEYS)}"
+            )
+        form = {f"sso_settings[{key}]": value or "" for key, value in settings.items()}
+        response = self.request(
+            "PUT", f"/api/v1/accounts/{account_id}/sso_settings", data=form, scope=SCOPE_PUT_SSO_SETTINGS
+        )
+        return response.json()["sso_settings"]
+
+    # Canvas specifics -------------------------------------------------------------------------
+
+    def _is_throttled(self, response: requests.Response) -> bool:
+        # Documented: 403 "Rate Limit Exceeded"; hosted Canvas also answers 429 since Oct 2025.
+        if response.status_code == 429:
+            return True
+        return response.status_code == 403 and "rate limit exceeded" in response.text.lower()
+
+    def _pacing_delay(self, response: requests.Response) -> float:
+        try:
+            remaining = float(response.headers["X-Rate-Limit-Remaining"])
+        except (KeyError, ValueError):
+            return 0.0
+        if remaining >= self.rate_limit_floor:
+            return 0.0
+        return min(10.0, (self.rate_limit_floor - remaining) / self.rate_limit_drain_per_second)
+
+    def _permission_message(self, where: str, said: str, scope: str | None) -> str:
+        if "scope" in said.lower():
+            return (
+                f"{where}: the developer key lacks scope {scope or '(unknown)'} (Canvas said: {said}). "
+                "Add the scope to the developer key (Admin > Developer Keys) and authorize "
+                f"connection {self.conn_id!r} again."
+            )
+        return (
+            f"{where}: the Canvas user who authorized connection {self.conn_id!r} lacks the "
+            f"permission for this call (Canvas said: {said})."
+        )
