@@ -1,0 +1,28 @@
+"""A local Canvas LMS and D2L Brightspace emulator for tests, demos and DAG tests (stdlib only)."""
+
+from airflow_provider_canvas.testing.brightspace import (
+    AdsDataSet,
+    AdsJob,
+    BdsDataSet,
+    BdsExtract,
+    BrightspaceEmulator,
+    SignedDownload,
+)
+from airflow_provider_canvas.testing.canvas import Account, CanvasEmulator, SsoWrite
+from airflow_provider_canvas.testing.emulator import ApiRequest, IssuedTokens, LmsEmulator, TokenRequest
+
+__all__ = [
+    "Account",
+    "AdsDataSet",
+    "AdsJob",
+    "ApiRequest",
+    "BdsDataSet",
+    "BdsExtract",
+    "BrightspaceEmulator",
+    "CanvasEmulator",
+    "IssuedTokens",
+    "LmsEmulator",
+    "SignedDownload",
+    "SsoWrite",
+    "TokenRequest",
+]

@@ -1,0 +1,152 @@
+"""Command line: run the LMS emulator from a seed file until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from types import FrameType
+from typing import Any
+
+from airflow_provider_canvas.testing.emulator import (
+    BRIGHTSPACE,
+    BRIGHTSPACE_TOKEN_PATH,
+    CANVAS,
+    CANVAS_TOKEN_PATH,
+    IssuedTokens,
+    LmsEmulator,
+)
+
+log = logging.getLogger("airflow_provider_canvas.testing")
+
+SEED_HELP = """\
+Seed document (every key optional):
+
+    {
+      "access_token_ttl": 3600,
+      "canvas": {
+        "clients": [{"client_id": "10000000000001", "client_secret": "s3cret",
+                     "scopes": null, "enabled": true}],
+        "tokens": [{"name": "demo", "client_id": "10000000000001", "user_id": 1, "scopes": null}],
+        "account_tree": {"count": 1000, "root_id": 1, "fanout": 10},
+        "accounts": [{"id": 5000, "name": "Other root"}],
+        "sso_settings": {"1": {"auth_discovery_url": "https://idp.example/discover"}},
+        "per_page_clamp": 50, "include_last_link": false, "throttle_status": 403
+      },
+      "brightspace": {
+        "clients": [{"client_id": "bs-client", "client_secret": "s3cret",
+                     "scopes": ["datahub:dataexports:*"]}],
+        "tokens": [{"name": "demo", "client_id": "bs-client"}],
+        "data_sets": [{"name": "Users", "columns": ["UserId", "UserName"], "rows_count": 1000,
+                       "extracts": [{"bds_type": "Differential", "days_ago": 1, "rows_count": 10}]}],
+        "ads_data_sets": [{"name": "Learner Usage", "columns": ["OrgUnitId", "Logins"], "rows_count": 100,
+                           "filters": [{"Name": "startDate"}]}],
+        "revoke_family_on_reuse": true, "ads_job_seconds": 3
+      }
+    }
+
+`--issued-tokens-out` receives (mode 0600, replaced atomically) the URLs and every pre-issued token,
+keyed by platform and token name, so a demo can put them into Airflow connections.
+"""
+
+
+def write_private_json(path: str, payload: dict[str, Any]) -> None:
+    """Write JSON readable only by the owner, atomically: readers never see a partial token file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".issued-tokens-", suffix=".tmp")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _client_ids(seed: dict[str, Any], platform: str) -> dict[str, str]:
+    tokens = (seed.get(platform) or {}).get("tokens", [])
+    return {t.get("name") or t["client_id"]: t["client_id"] for t in tokens}
+
+
+def _tokens_json(tokens: IssuedTokens, client_id: str, token_url: str) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "token_url": token_url,
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_at": tokens.expires_at.isoformat(),
+        "expires_in": tokens.expires_in,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_canvas.testing",
+        description=__doc__,
+        epilog=SEED_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (see the tokens file)")
+    parser.add_argument("--seed", help="seed JSON file")
+    parser.add_argument("--issued-tokens-out", help="write URLs and pre-issued tokens here (mode 0600)")
+    parser.add_argument("--access-token-ttl", type=int, default=None)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+    seed: dict[str, Any] = {}
+    if args.seed:
+        with open(args.seed, encoding="utf-8") as handle:
+            seed = json.load(handle)
+    if args.access_token_ttl is not None:
+        seed["access_token_ttl"] = args.access_token_ttl  # before seeding: pre-issued tokens use it too
+    emulator = LmsEmulator(host=args.host, port=args.port)
+    emulator.request_log_level = logging.INFO
+    issued = emulator.apply_seed(seed)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    emulator.start()
+    try:
+        if args.issued_tokens_out:
+            token_urls = {
+                CANVAS: f"{emulator.url}{CANVAS_TOKEN_PATH}",
+                BRIGHTSPACE: f"{emulator.url}{BRIGHTSPACE_TOKEN_PATH}",
+            }
+            payload: dict[str, Any] = {"url": emulator.url, "signed_url": emulator.signed_url}
+            for platform, by_name in issued.items():
+                client_ids = _client_ids(seed, platform)
+                payload[platform] = {
+                    name: _tokens_json(tokens, client_ids[name], token_urls[platform])
+                    for name, tokens in by_name.items()
+                }
+            write_private_json(args.issued_tokens_out, payload)
+        log.info("LMS emulator listening on %s (signed downloads on %s)", emulator.url, emulator.signed_url)
+        while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
+            pass
+    finally:
+        emulator.stop()
+        log.info("LMS emulator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

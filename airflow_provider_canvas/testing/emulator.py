@@ -1,0 +1,656 @@
+"""Local HTTP emulator of Canvas and Brightspace: server, routing, fault injection, shared lock, records."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import socket
+import socketserver
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from airflow_provider_canvas.testing.brightspace import BrightspaceEmulator
+    from airflow_provider_canvas.testing.canvas import CanvasEmulator
+
+log = logging.getLogger("airflow_provider_canvas.testing")
+
+CANVAS = "canvas"
+BRIGHTSPACE = "brightspace"
+PLATFORMS = (CANVAS, BRIGHTSPACE)
+CANVAS_TOKEN_PATH = "/login/oauth2/token"
+BRIGHTSPACE_TOKEN_PATH = "/core/connect/token"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """Tokens handed out as if a person had completed the authorization-code consent."""
+
+    # repr=False: a failing assertion must not print live credentials into CI logs.
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: datetime
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """One call to a token endpoint, as the emulator answered it (never holds token values)."""
+
+    platform: str
+    grant_type: str | None
+    client_id: str | None
+    status: int
+    error: str | None
+    # "live" | "consumed" | "revoked" | "unknown" for refresh_token grants, None otherwise.
+    refresh_token_state: str | None
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "grant_type": self.grant_type,
+            "client_id": self.client_id,
+            "status": self.status,
+            "error": self.error,
+            "refresh_token_state": self.refresh_token_state,
+            "at": self.at.isoformat(),
+        }
+
+
+class ApiRequest(NamedTuple):
+    """One API (non-token) call; a tuple so callers can unpack it."""
+
+    platform: str
+    method: str
+    path: str
+    status: int
+    had_authorization: bool
+
+
+@dataclass
+class Request:
+    """The parts of an HTTP request the platform handlers need."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    role: str  # "api" (main listener) or "signed" (the download host)
+    _form: dict[str, list[str]] | None = field(default=None, repr=False)
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        if self._form is None:
+            ctype = self.header("content-type") or ""
+            self._form = {}
+            if self.body and "application/x-www-form-urlencoded" in ctype:
+                # keep_blank_values: Canvas treats an empty value as "unset", so it must survive parsing.
+                self._form = parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
+            elif self.body and "json" in ctype and isinstance(body := self.json(), dict):
+                # Rails (Canvas) takes the same parameters as a flat JSON object.
+                self._form = {k: [str(v)] for k, v in body.items() if isinstance(v, (str, int, float))}
+        return self._form
+
+    def param(self, name: str) -> str | None:
+        """A form field, falling back to the query string (Canvas merges both)."""
+        values = self.form.get(name) or self.query.get(name)
+        return values[0] if values else None
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def bearer(self) -> str | None:
+        auth = self.header("authorization") or ""
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        auth = self.header("authorization") or ""
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        # RFC 6749 2.3.1: client credentials are form-urlencoded before Basic encoding.
+        return unquote(user.replace("+", " ")), unquote(password.replace("+", " "))
+
+    def client_credentials(self) -> tuple[str | None, str | None]:
+        basic = self.basic_auth()
+        if basic is not None:
+            return basic
+        return self.param("client_id"), self.param("client_secret")
+
+
+@dataclass
+class Response:
+    """A response body is either `body` or `stream` (then `length` is its exact size)."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterable[bytes] | None = None
+    length: int | None = None
+    # Fault injection: close the connection after this many body bytes while Content-Length promised more.
+    truncate_after: int | None = None
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    merged = {"Content-Type": "application/json; charset=utf-8"}
+    merged.update(headers or {})
+    return Response(status, json.dumps(payload).encode("utf-8"), merged)
+
+
+def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    merged = {"Content-Type": "text/plain; charset=utf-8"}
+    merged.update(headers or {})
+    return Response(status, text.encode("utf-8"), merged)
+
+
+def redirect_response(location: str) -> Response:
+    return Response(302, b"", {"Location": location})
+
+
+def redact_path(path: str) -> str:
+    """The path as it may be logged: no query string, no signed-URL token."""
+    if path.startswith("/signed/"):
+        return "/signed/<redacted>"
+    return path
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Keep-alive handler threads may sit idle; stop() must not wait for them.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], emulator: LmsEmulator, role: str) -> None:
+        self.emulator = emulator
+        self.role = role
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """Drop idle keep-alive connections so clients see a stopped server as gone."""
+        with self._open_lock:
+            open_sockets = list(self._open)
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):  # already closed by its handler
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can hang offline.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so paging through 10k accounts is fast
+    # Headers and body go out in separate writes; without TCP_NODELAY each response waits ~40 ms.
+    disable_nagle_algorithm = True
+    timeout = 60
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib line includes the query string (codes, states); the emulator logs its own line.
+        return
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        split = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=unquote(split.path),
+            query=parse_qs(split.query, keep_blank_values=True),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            role=self.server.role,
+        )
+        emulator = self.server.emulator
+        try:
+            response = emulator._handle(request)
+        except Exception:
+            log.exception("emulator error on %s %s", request.method, redact_path(request.path))
+            response = text_response(500, "emulator internal error")
+        self._write(request, response)
+        log.log(
+            emulator.request_log_level, "%s %s %s", request.method, redact_path(request.path), response.status
+        )
+
+    def _write(self, request: Request, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        length = response.length if response.stream is not None else len(response.body)
+        self.send_header("Content-Length", str(length or 0))
+        self.end_headers()
+        if request.method == "HEAD":
+            return
+        chunks: Iterable[bytes] = response.stream if response.stream is not None else (response.body,)
+        budget = response.truncate_after
+        try:
+            for chunk in chunks:
+                if budget is not None and len(chunk) >= budget:
+                    self.wfile.write(chunk[:budget])
+                    self.wfile.flush()
+                    # Dropping the connection mid-body is what a client sees when a download breaks.
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(chunk)
+                if budget is not None:
+                    budget -= len(chunk)
+        except OSError:  # the client went away or stalled past the timeout
+            self.close_connection = True
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+
+class LmsEmulator:
+    """Canvas and Brightspace on one local HTTP server, with a second host for signed downloads."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_token_ttl: int = 3600,
+        signed_host: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.access_token_ttl = access_token_ttl
+        # One line per request (method, path, status; never tokens or query strings). DEBUG in-process so
+        # test logs stay quiet; the CLI raises it to INFO.
+        self.request_log_level = logging.DEBUG
+        # Brightspace redirects downloads to storage on another host; 127.0.0.2 is another host on Linux.
+        self.signed_host = signed_host or ("127.0.0.2" if host == "127.0.0.1" else host)
+        # One re-entrant lock guards all token state and the records: contention is irrelevant locally.
+        self.lock = threading.RLock()
+        self._token_requests: list[TokenRequest] = []
+        self._api_requests: list[ApiRequest] = []
+        self._throttle_next: dict[str, tuple[int, int | None, int]] = {}
+        self._fail_next: dict[str, tuple[int, int]] = {}
+        self._fail_until = 0.0
+        self._fail_status = 500
+        self._servers: list[_Server] = []
+        self._threads: list[threading.Thread] = []
+        self._url: str | None = None
+        self._signed_url: str | None = None
+        # Imported here because both platform modules import the primitives defined above.
+        from airflow_provider_canvas.testing.brightspace import BrightspaceEmulator
+        from airflow_provider_canvas.testing.canvas import CanvasEmulator
+
+        self.canvas: CanvasEmulator = CanvasEmulator(self)
+        self.brightspace: BrightspaceEmulator = BrightspaceEmulator(self)
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> LmsEmulator:
+        if self._servers:
+            raise RuntimeError("emulator already started")
+        main = _Server((self.host, self.port), self, "api")
+        # Remember the port: a stop()/start() outage drill comes back at the same URL.
+        self.port = port = int(main.server_address[1])
+        signed = self._bind_signed(port)
+        self._servers = [main, signed]
+        url_host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        self._url = f"http://{url_host}:{port}"
+        signed_host = "localhost" if self.signed_host in ("", "0.0.0.0") else self.signed_host
+        self._signed_url = f"http://{signed_host}:{signed.server_address[1]}"
+        for server in self._servers:
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"lms-emulator-{server.role}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _bind_signed(self, port: int) -> _Server:
+        for address in ((self.signed_host, port), (self.signed_host, 0)):
+            try:
+                return _Server(address, self, "signed")
+            except OSError:
+                continue
+        # macOS has no 127.0.0.2 by default: a separate port with the name "localhost" is still another
+        # origin for HTTP clients, so they drop the Authorization header on the redirect all the same.
+        self.signed_host = "localhost"
+        return _Server(("127.0.0.1", 0), self, "signed")
+
+    def stop(self) -> None:
+        # shutdown() blocks until the serve loop notices; stop both listeners in parallel.
+        stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(timeout=5)
+        for server in self._servers:
+            server.server_close()
+            server.close_open_connections()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers = []
+        self._threads = []
+
+    def __enter__(self) -> LmsEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("emulator not started")
+        return self._url
+
+    @property
+    def signed_url(self) -> str:
+        """Base URL of the signed-download host (another host than `url`)."""
+        if self._signed_url is None:
+            raise RuntimeError("emulator not started")
+        return self._signed_url
+
+    # ----------------------------------------------------------------- knobs
+    def expire_access_tokens(self, platform: str | None = None) -> None:
+        """Every access token issued so far becomes expired (refresh tokens stay usable)."""
+        _check_platform(platform, allow_none=True)
+        with self.lock:
+            if platform in (None, CANVAS):
+                self.canvas.expire_access_tokens()
+            if platform in (None, BRIGHTSPACE):
+                self.brightspace.expire_access_tokens()
+
+    def throttle_next(
+        self, platform: str, count: int, status: int | None = None, retry_after: int = 1
+    ) -> None:
+        """The next `count` API requests of `platform` are throttled (status None = platform default)."""
+        _check_platform(platform)
+        with self.lock:
+            self._throttle_next[platform] = (count, status, retry_after)
+
+    def fail_next(self, platform: str, count: int, status: int = 500) -> None:
+        """The next `count` API, token and authorize requests of `platform` answer `status`."""
+        _check_platform(platform)
+        with self.lock:
+            self._fail_next[platform] = (count, status)
+
+    def fail_for(self, seconds: float, status: int = 500) -> None:
+        """Every request (both platforms and the download host) answers `status` for `seconds`."""
+        with self.lock:
+            self._fail_until = time.monotonic() + seconds
+            self._fail_status = status
+
+    # ----------------------------------------------------------------- records
+    @property
+    def token_requests(self) -> list[TokenRequest]:
+        with self.lock:
+            return list(self._token_requests)
+
+    @property
+    def api_requests(self) -> list[ApiRequest]:
+        with self.lock:
+            return list(self._api_requests)
+
+    def refresh_count(self, platform: str) -> int:
+        """Successful refresh_token grants."""
+        _check_platform(platform)
+        with self.lock:
+            return sum(
+                1
+                for r in self._token_requests
+                if r.platform == platform and r.grant_type == "refresh_token" and r.status == 200
+            )
+
+    def consumed_presentations(self, platform: str) -> int:
+        """refresh_token grants that presented an already-consumed refresh token."""
+        _check_platform(platform)
+        with self.lock:
+            return sum(
+                1
+                for r in self._token_requests
+                if r.platform == platform and r.refresh_token_state == "consumed"
+            )
+
+    def reset_records(self) -> None:
+        with self.lock:
+            self._token_requests.clear()
+            self._api_requests.clear()
+            self.canvas.reset_records()
+            self.brightspace.reset_records()
+
+    def record_token_request(
+        self,
+        platform: str,
+        request: Request,
+        status: int,
+        error: str | None = None,
+        refresh_token_state: str | None = None,
+    ) -> None:
+        client_id, _ = request.client_credentials()
+        entry = TokenRequest(
+            platform=platform,
+            grant_type=request.param("grant_type"),
+            client_id=client_id,
+            status=status,
+            error=error,
+            refresh_token_state=refresh_token_state,
+            at=utcnow(),
+        )
+        with self.lock:
+            self._token_requests.append(entry)
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            api_by_status: dict[str, Counter[str]] = {p: Counter() for p in PLATFORMS}
+            for r in self._api_requests:
+                api_by_status[r.platform][str(r.status)] += 1
+            return {
+                "url": self._url,
+                "refresh_count": {p: self.refresh_count(p) for p in PLATFORMS},
+                "consumed_presentations": {p: self.consumed_presentations(p) for p in PLATFORMS},
+                "token_requests": {
+                    p: sum(1 for r in self._token_requests if r.platform == p) for p in PLATFORMS
+                },
+                "api_requests": {p: sum(api_by_status[p].values()) for p in PLATFORMS},
+                "api_requests_by_status": {p: dict(api_by_status[p]) for p in PLATFORMS},
+                "signed_downloads": len(self.brightspace.signed_downloads),
+                "sso_writes": len(self.canvas.sso_writes),
+            }
+
+    # ----------------------------------------------------------------- seeding
+    def apply_seed(self, seed: dict[str, Any]) -> dict[str, dict[str, IssuedTokens]]:
+        """Apply a seed document (see __main__) and return the pre-issued tokens by platform and name."""
+        if "access_token_ttl" in seed:
+            self.access_token_ttl = int(seed["access_token_ttl"])
+        return {
+            CANVAS: self.canvas.apply_seed(seed.get(CANVAS) or {}),
+            BRIGHTSPACE: self.brightspace.apply_seed(seed.get(BRIGHTSPACE) or {}),
+        }
+
+    # ----------------------------------------------------------------- routing
+    def _handle(self, request: Request) -> Response:
+        if request.role == "signed":
+            return self._fault(None) or self.brightspace.handle_signed(request)
+        if request.path.startswith("/_emulator/"):
+            return self._admin(request)
+        platform = _platform_of(request.path)
+        if platform is None:
+            return text_response(404, "Not Found")
+        handler = self.canvas if platform == CANVAS else self.brightspace
+        is_api = request.path.startswith(("/api/", "/d2l/api/"))
+        response = self._fault(platform)
+        if response is not None:
+            if request.path in (CANVAS_TOKEN_PATH, BRIGHTSPACE_TOKEN_PATH):
+                self.record_token_request(platform, request, response.status)
+        elif is_api and (throttle := self._take_throttle(platform)) is not None:
+            response = handler.throttled_response(*throttle)
+        else:
+            response = handler.handle(request)
+        if is_api:
+            entry = ApiRequest(
+                platform,
+                request.method,
+                request.path,
+                response.status,
+                request.header("authorization") is not None,
+            )
+            with self.lock:
+                self._api_requests.append(entry)
+        return response
+
+    def _fault(self, platform: str | None) -> Response | None:
+        with self.lock:
+            if time.monotonic() < self._fail_until:
+                status = self._fail_status
+            elif platform is not None and self._fail_next.get(platform, (0, 0))[0] > 0:
+                count, status = self._fail_next[platform]
+                self._fail_next[platform] = (count - 1, status)
+            else:
+                return None
+        return text_response(status, _reason(status))
+
+    def _take_throttle(self, platform: str) -> tuple[int | None, int] | None:
+        with self.lock:
+            count, status, retry_after = self._throttle_next.get(platform, (0, None, 1))
+            if count <= 0:
+                return None
+            self._throttle_next[platform] = (count - 1, status, retry_after)
+            return status, retry_after
+
+    def _admin(self, request: Request) -> Response:
+        action = request.path[len("/_emulator/") :]
+        payload = request.json() or {}
+        if not isinstance(payload, dict):
+            return json_response(400, {"error": "JSON object expected"})
+        try:
+            if request.method == "GET" and action == "token_requests":
+                return json_response(200, [r.to_json() for r in self.token_requests])
+            if request.method == "GET" and action == "api_requests":
+                return json_response(200, [r._asdict() for r in self.api_requests])
+            if request.method == "GET" and action == "summary":
+                return json_response(200, self.summary())
+            if request.method == "POST" and action == "expire_access_tokens":
+                self.expire_access_tokens(payload.get("platform"))
+            elif request.method == "POST" and action == "throttle_next":
+                self.throttle_next(
+                    payload["platform"],
+                    int(payload.get("count", 1)),
+                    payload.get("status"),
+                    int(payload.get("retry_after", 1)),
+                )
+            elif request.method == "POST" and action == "fail_next":
+                self.fail_next(
+                    payload["platform"], int(payload.get("count", 1)), int(payload.get("status", 500))
+                )
+            elif request.method == "POST" and action == "fail_for":
+                self.fail_for(float(payload.get("seconds", 1)), int(payload.get("status", 500)))
+            elif request.method == "POST" and action == "reset_records":
+                self.reset_records()
+            else:
+                return json_response(404, {"error": f"unknown admin action {request.method} {action}"})
+        except (KeyError, TypeError, ValueError) as exc:
+            return json_response(400, {"error": f"bad admin request: {exc!r}"})
+        return json_response(200, {"ok": True})
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def append_query(url: str, params: dict[str, str | None]) -> str:
+    """`url` with `params` (None values dropped) added to its query string, as OAuth redirects do."""
+    extra = urlencode({k: v for k, v in params.items() if v is not None})
+    if not extra:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
+
+
+def _platform_of(path: str) -> str | None:
+    if path.startswith(("/login/oauth2/", "/api/v1/")):
+        return CANVAS
+    if path.startswith(("/core/connect/", "/oauth2/", "/d2l/")):
+        return BRIGHTSPACE
+    return None
+
+
+def _check_platform(platform: str | None, allow_none: bool = False) -> None:
+    if platform is None and allow_none:
+        return
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
