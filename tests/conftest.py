@@ -1,0 +1,34 @@
+"""Test set-up shared by every test: an isolated Airflow home with a migrated SQLite metadata DB."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Airflow reads its configuration at import time: point it at a private home first.
+_HOME = Path(tempfile.mkdtemp(prefix="canvas-provider-tests-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+        "AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(_HOME / "canvas_provider"),
+        "AIRFLOW__CANVAS_PROVIDER__LOCK_TIMEOUT_SECONDS": "60",
+    }
+)
+
+import pytest  # noqa: E402
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    subprocess.run([AIRFLOW, "db", "migrate"], check=True, capture_output=True, env=os.environ)
+
+
+@pytest.fixture
+def airflow_home() -> Path:
+    return _HOME

@@ -1,0 +1,72 @@
+"""Fixtures for tests against the emulator over real HTTP and the test metadata database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pendulum
+import pytest
+from airflow.models import Connection
+from airflow.utils.session import create_session
+from lms_fixtures import CLIENT_ID, CLIENT_SECRET
+
+from airflow_provider_canvas.testing import LmsEmulator
+
+
+@pytest.fixture
+def emulator() -> Iterator[LmsEmulator]:
+    with LmsEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def make_connection() -> Iterator[Callable[..., str]]:
+    """Create connections in the metadata DB; they are deleted after the test."""
+    created: list[str] = []
+
+    def make(conn_id: str, conn_type: str, host: str, extra: dict[str, Any], **fields: Any) -> str:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+            session.add(
+                Connection(conn_id=conn_id, conn_type=conn_type, host=host, extra=json.dumps(extra), **fields)
+            )
+        created.append(conn_id)
+        return conn_id
+
+    yield make
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id.in_(created)).delete()
+
+
+@pytest.fixture
+def lms_connection(emulator: LmsEmulator, make_connection: Callable[..., str]) -> Callable[..., str]:
+    """A canvas or brightspace connection holding fresh tokens issued by the emulator.
+
+    ``expired=True`` stores an expiry in the past so the first call must refresh.
+    """
+
+    def make(platform: str, conn_id: str | None = None, *, expired: bool = True, **extra: Any) -> str:
+        side = getattr(emulator, platform)
+        side.register_client(CLIENT_ID, CLIENT_SECRET)
+        issued = side.issue_tokens(CLIENT_ID)
+        expires_at = pendulum.now("UTC").subtract(minutes=1) if expired else issued.expires_at
+        fields: dict[str, Any] = {
+            "access_token": issued.access_token,
+            "refresh_token": issued.refresh_token,
+            "expires_at": pendulum.instance(expires_at).to_iso8601_string(),
+            **extra,
+        }
+        if platform == "brightspace":
+            fields.setdefault("token_url", f"{emulator.url}/core/connect/token")
+        return make_connection(
+            conn_id or f"{platform}_test",
+            platform,
+            emulator.url,
+            fields,
+            login=CLIENT_ID,
+            password=CLIENT_SECRET,
+        )
+
+    return make

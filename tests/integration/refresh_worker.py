@@ -1,0 +1,25 @@
+"""One 'worker process' for the concurrency tests: waits for a go-file, then calls the API once."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+
+
+def main() -> None:
+    conn_id, go = sys.argv[1], Path(sys.argv[2])
+    hook = BrightspaceHook(conn_id)
+    assert hook.connection  # connection read before the start line, so all start together
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.002)
+    hook.whoami()
+    print(json.dumps({"refreshes": hook.tokens.refresh_count}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The token lifecycle over real HTTP against the emulator, with the real metadata DB."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pendulum
+import pytest
+from lms_fixtures import CLIENT_ID, CLIENT_SECRET, stored_extra
+
+from airflow_provider_canvas.exceptions import LmsAuthError, LmsPermissionError, TokenSaveError
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, CanvasHook
+from airflow_provider_canvas.tokens import metadata
+
+WORKER = Path(__file__).with_name("refresh_worker.py")
+
+
+def test_proactive_refresh_saves_rotated_tokens_before_use(emulator, lms_connection):
+    conn_id = lms_connection("brightspace", expired=True)
+    before = stored_extra(conn_id)
+
+    assert BrightspaceHook(conn_id).whoami()["UniqueName"]
+
+    after = stored_extra(conn_id)
+    assert emulator.refresh_count("brightspace") == 1
+    assert after["refresh_token"] != before["refresh_token"]
+    assert after["access_token"] != before["access_token"]
+    assert pendulum.parse(after["expires_at"]) > pendulum.now("UTC").add(minutes=50)
+    # A new hook reads the saved tokens back and needs no refresh.
+    assert BrightspaceHook(conn_id).whoami()
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def test_refresh_inside_the_expiry_buffer(emulator, lms_connection):
+    conn_id = lms_connection("canvas", expired=False, expiry_buffer_seconds=3600)
+    emulator.canvas.add_account(1, "Root")
+
+    CanvasHook(conn_id).get_account(1)
+
+    assert emulator.refresh_count("canvas") == 1
+
+
+def test_reactive_refresh_on_401_with_www_authenticate(emulator, lms_connection):
+    conn_id = lms_connection("canvas", expired=False)
+    emulator.canvas.add_account(1, "Root")
+    emulator.expire_access_tokens("canvas")
+
+    assert CanvasHook(conn_id).get_account(1)["name"] == "Root"
+
+    assert emulator.refresh_count("canvas") == 1
+    # Canvas sends no refresh token on refresh: the stored one is kept.
+    assert stored_extra(conn_id)["refresh_token"]
+
+
+def test_canvas_keeps_refresh_token_and_other_extra_fields(emulator, lms_connection):
+    conn_id = lms_connection("canvas", expired=True, scopes=SCOPE_GET_ACCOUNT, redirect_uri="https://x/cb")
+    refresh_token = stored_extra(conn_id)["refresh_token"]
+    emulator.canvas.add_account(1, "Root")
+
+    CanvasHook(conn_id).get_account(1)
+
+    extra = stored_extra(conn_id)
+    assert extra["refresh_token"] == refresh_token
+    assert extra["scopes"] == SCOPE_GET_ACCOUNT
+    assert extra["redirect_uri"] == "https://x/cb"
+
+
+def test_legacy_extra_keys_are_read_and_replaced(emulator, make_connection):
+    emulator.brightspace.register_client("cid", CLIENT_SECRET)
+    issued = emulator.brightspace.issue_tokens("cid")
+    conn_id = make_connection(
+        "bs_legacy",
+        "brightspace",
+        emulator.url,
+        {
+            "extra__brightspace__refresh_token": issued.refresh_token,
+            "extra__brightspace__access_token": issued.access_token,
+            "extra__brightspace__expires_at": "2000-01-01T00:00:00Z",
+            "extra__brightspace__token_url": f"{emulator.url}/core/connect/token",
+        },
+        login="cid",
+        password=CLIENT_SECRET,
+    )
+
+    BrightspaceHook(conn_id).whoami()
+
+    extra = stored_extra(conn_id)
+    assert "extra__brightspace__refresh_token" not in extra
+    assert extra["refresh_token"] != issued.refresh_token
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def test_missing_scope_401_is_final_and_names_the_scope(emulator, make_connection):
+    emulator.canvas.register_client("key", CLIENT_SECRET, scopes=["url:GET|/api/v1/accounts"])
+    issued = emulator.canvas.issue_tokens("key")
+    emulator.canvas.add_account(1, "Root")
+    conn_id = make_connection(
+        "canvas_scoped",
+        "canvas",
+        emulator.url,
+        {
+            "access_token": issued.access_token,
+            "refresh_token": issued.refresh_token,
+            "expires_at": pendulum.instance(issued.expires_at).to_iso8601_string(),
+        },
+        login="key",
+        password=CLIENT_SECRET,
+    )
+
+    with pytest.raises(LmsPermissionError) as raised:
+        CanvasHook(conn_id).get_account(1)
+
+    assert raised.value.required_scope == SCOPE_GET_ACCOUNT
+    assert f"lacks scope {SCOPE_GET_ACCOUNT}" in str(raised.value)
+    assert "Insufficient scopes" in str(raised.value)
+    assert emulator.refresh_count("canvas") == 0
+
+
+def test_revoked_refresh_token_says_authorize_again(emulator, lms_connection, make_connection):
+    conn_id = lms_connection("brightspace", expired=True)
+    extra = stored_extra(conn_id)
+    BrightspaceHook(conn_id).whoami()  # consumes the stored refresh token
+    make_connection(conn_id, "brightspace", emulator.url, extra, login=CLIENT_ID, password=CLIENT_SECRET)
+
+    with pytest.raises(LmsAuthError) as raised:
+        BrightspaceHook(conn_id).whoami()
+
+    assert raised.value.error == "invalid_grant"
+    assert "authorization again" in str(raised.value)
+    assert extra["refresh_token"] not in str(raised.value)
+
+
+def test_16_threads_make_exactly_one_refresh(emulator, lms_connection):
+    conn_id = lms_connection("brightspace", expired=True)
+    start = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        hook = BrightspaceHook(conn_id)
+        start.wait()
+        try:
+            hook.whoami()
+        except BaseException as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def _run_workers(
+    conn_id: str, count: int, tmp_path: Path, env_per_worker: list[dict[str, str]]
+) -> list[dict]:
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), conn_id, str(go)],
+            env={**os.environ, **env_per_worker[index]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(count)
+    ]
+    for worker in workers:  # each says "ready" once imported and connected
+        while (line := worker.stdout.readline()) and line.strip() != "ready":
+            pass
+        assert line, "a worker died before it was ready"
+    go.touch()
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def test_4_processes_make_exactly_one_refresh(emulator, lms_connection, tmp_path):
+    conn_id = lms_connection("brightspace", expired=True)
+
+    results = _run_workers(conn_id, 4, tmp_path, [{}] * 4)
+
+    assert sum(result["refreshes"] for result in results) == 1
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+@pytest.fixture
+def postgres_lock_connection(make_connection) -> str:
+    return make_connection(
+        "token_lock_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
+    )
+
+
+def test_postgres_lock_serialises_processes_without_a_shared_file_lock(
+    emulator, lms_connection, postgres_lock_connection, tmp_path
+):
+    conn_id = lms_connection("brightspace", expired=True, lock_conn_id=postgres_lock_connection)
+    # Each worker gets its own state directory: only the PostgreSQL lock can serialise them.
+    envs = [{"AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(tmp_path / f"host{index}")} for index in range(4)]
+
+    results = _run_workers(conn_id, 4, tmp_path, envs)
+
+    assert sum(result["refreshes"] for result in results) == 1
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def test_save_failure_keeps_the_token_and_the_next_hook_restores_it(emulator, lms_connection, mocker):
+    conn_id = lms_connection("brightspace", expired=True)
+    mocker.patch("airflow_provider_canvas.tokens.lifecycle.time.sleep")
+    broken = mocker.patch.object(
+        metadata, "write_connection_extra", side_effect=metadata.MetadataWriteError("API down")
+    )
+
+    with pytest.raises(TokenSaveError) as raised:
+        BrightspaceHook(conn_id).whoami()
+
+    assert broken.call_count == 3
+    rescue = raised.value.rescue_path
+    assert oct(rescue.stat().st_mode & 0o777) == "0o600"
+    assert str(rescue) in str(raised.value)
+    live = json.loads(rescue.read_text())["refresh_token"]
+    assert live not in str(raised.value)
+
+    mocker.stopall()
+    BrightspaceHook(conn_id).whoami()
+
+    assert stored_extra(conn_id)["refresh_token"] == live
+    assert not rescue.exists()
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def test_shadowed_connection_keeps_tokens_in_a_variable(emulator, monkeypatch, caplog):
+    emulator.brightspace.register_client("cid", CLIENT_SECRET)
+    issued = emulator.brightspace.issue_tokens("cid")
+    conn = {
+        "conn_type": "brightspace",
+        "host": emulator.url,
+        "login": "cid",
+        "password": CLIENT_SECRET,
+        "extra": {
+            "refresh_token": issued.refresh_token,
+            "expires_at": "2000-01-01T00:00:00Z",
+            "token_url": f"{emulator.url}/core/connect/token",
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_BS_ENV", json.dumps(conn))
+    caplog.set_level(logging.WARNING)
+
+    BrightspaceHook("bs_env").whoami()
+    BrightspaceHook("bs_env").whoami()
+
+    assert "AIRFLOW_CONN_BS_ENV" in caplog.text
+    assert "canvas_provider_tokens__bs_env" in caplog.text
+    assert emulator.refresh_count("brightspace") == 1
+    kept = json.loads(metadata.get_variable("canvas_provider_tokens__bs_env"))
+    assert kept["refresh_token"] not in (None, issued.refresh_token)
+
+
+def test_no_secret_in_logs_errors_or_reprs(emulator, lms_connection, caplog):
+    caplog.set_level(logging.DEBUG)
+    conn_id = lms_connection("canvas", expired=True)
+    emulator.canvas.add_account(1, "Root")
+    hook = CanvasHook(conn_id)
+    hook.get_account(1)
+    emulator.expire_access_tokens("canvas")
+    hook.get_account(1)
+    with pytest.raises(Exception) as raised:
+        hook.get_account(999)
+
+    extra = stored_extra(conn_id)
+    secrets = [CLIENT_SECRET, extra["access_token"], extra["refresh_token"]]
+    visible = caplog.text + str(raised.value) + repr(raised.value) + repr(hook) + repr(hook.tokens._tokens)
+    assert emulator.refresh_count("canvas") == 2
+    for secret in secrets:
+        assert secret not in visible

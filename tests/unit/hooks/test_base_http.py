@@ -1,0 +1,50 @@
+"""The shared HTTP layer on small pieces: retries, throttling and errors (real ones: integration)."""
+
+from __future__ import annotations
+
+import requests
+
+from airflow_provider_canvas.hooks.base import LmsHook, redact_url
+from airflow_provider_canvas.hooks.canvas import CanvasHook
+
+
+def _response(status: int, body: str = "", headers: dict[str, str] | None = None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body.encode()
+    response.headers.update(headers or {})
+    return response
+
+
+def test_redact_url_drops_the_query():
+    assert redact_url("https://h/x/y?sig=abc&page=bookmark:1") == "https://h/x/y"
+
+
+def test_canvas_throttling_is_403_rate_limit_or_429():
+    hook = CanvasHook("c")
+    assert hook._is_throttled(_response(403, "403 Forbidden (Rate Limit Exceeded)"))
+    assert hook._is_throttled(_response(429))
+    assert not hook._is_throttled(_response(403, '{"errors":[{"message":"forbidden"}]}'))
+
+
+def test_canvas_pacing_slows_down_when_the_bucket_runs_low():
+    hook = CanvasHook("c")
+    assert hook._pacing_delay(_response(200, headers={"X-Rate-Limit-Remaining": "600"})) == 0
+    assert hook._pacing_delay(_response(200, headers={"X-Rate-Limit-Remaining": "50"})) == 10.0
+    assert 0 < hook._pacing_delay(_response(200, headers={"X-Rate-Limit-Remaining": "140"})) < 2
+
+
+def test_error_message_reads_both_platforms_shapes():
+    assert LmsHook._error_message(_response(401, '{"errors":[{"message":"Invalid access token."}]}')) == (
+        "Invalid access token."
+    )
+    assert LmsHook._error_message(_response(404, '{"Errors":[{"Message":"Not Found"}]}')) == "Not Found"
+    assert LmsHook._error_message(_response(400, '{"error":"invalid_grant"}')) == "invalid_grant"
+    assert LmsHook._error_message(_response(500, "Internal")) == "Internal"
+
+
+def test_backoff_grows_with_jitter_and_is_capped():
+    hook = CanvasHook("c", backoff_seconds=1, max_backoff_seconds=8)
+    assert 0.5 <= hook._backoff(1) <= 1
+    assert 4 <= hook._backoff(4) <= 8
+    assert 4 <= hook._backoff(10) <= 8

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pendulum
+import pytest
+
+from airflow_provider_canvas.exceptions import TokenLockTimeout
+from airflow_provider_canvas.tokens.locks import advisory_lock_key, file_lock
+from airflow_provider_canvas.tokens.model import TokenSet
+from airflow_provider_canvas.tokens.rescue import RescueFile
+
+
+def test_rescue_file_is_private_atomic_and_round_trips(tmp_path):
+    rescue = RescueFile.for_connection(tmp_path, "odd/conn id")
+    tokens = TokenSet("a", "r", pendulum.datetime(2030, 1, 1, tz="UTC"))
+    rescue.write(tokens)
+    assert rescue.path.parent == tmp_path / "rescue"
+    assert oct(rescue.path.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in rescue.path.parent.iterdir()] == [rescue.path.name]  # no temp file left
+    assert rescue.read("canvas") == tokens
+    rescue.clear()
+    assert rescue.read("canvas") is None
+
+
+def test_file_lock_excludes_threads_and_times_out(tmp_path):
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with file_lock(tmp_path, "c1", timeout=5):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    started = time.monotonic()
+    with (
+        pytest.raises(TokenLockTimeout, match="lock_timeout_seconds"),
+        file_lock(tmp_path, "c1", timeout=0.3),
+    ):
+        pass
+    assert time.monotonic() - started >= 0.3
+    with file_lock(tmp_path, "other", timeout=0.3):  # other connections are not blocked
+        pass
+    release.set()
+    thread.join()
+    with file_lock(tmp_path, "c1", timeout=0.3):
+        pass
+
+
+def test_advisory_lock_key_is_stable_and_per_connection():
+    assert advisory_lock_key("a") == advisory_lock_key("a")
+    assert advisory_lock_key("a") != advisory_lock_key("b")
+    assert -(2**63) <= advisory_lock_key("a") < 2**63
