@@ -31,7 +31,9 @@ from airflow_provider_canvas.tokens.model import TokenSet, extra_value
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Only reads are sent again after they may have reached the server: a write that failed with a
+# 5xx or a read timeout may have landed, and only the caller can check (e.g. GET after a PUT).
+_SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def redact_url(url: str) -> str:
@@ -53,7 +55,7 @@ class LmsHook(BaseHook):
 
     Every request gets a connect/read timeout and a bearer token from the
     :class:`~airflow_provider_canvas.tokens.lifecycle.TokenLifecycle`. Connection errors and
-    5xx answers to idempotent requests are retried with exponential backoff and jitter;
+    5xx answers to reads are retried with exponential backoff and jitter;
     throttled requests wait (``Retry-After`` or backoff) and are sent again; requests are paced
     when ``X-Rate-Limit-Remaining`` runs low. A 401 with ``WWW-Authenticate`` means the token
     is dead: it is refreshed once and the request repeated. Any other 401/403 is final.
@@ -195,7 +197,7 @@ class LmsHook(BaseHook):
                     timeout=self.timeout,
                 )
             except requests.RequestException as err:
-                if attempt > self.max_retries or not (method in _IDEMPOTENT or _never_sent(err)):
+                if attempt > self.max_retries or not (method in _SAFE_TO_REPEAT or _never_sent(err)):
                     raise LmsUnavailableError(
                         f"{method} {redact_url(url)} failed: {type(err).__name__}",
                         status=0,
@@ -220,7 +222,7 @@ class LmsHook(BaseHook):
                 delay = self._retry_after(response) or self._backoff(attempt)
                 self._wait(delay, f"{method} {redact_url(url)} throttled (HTTP {response.status_code})")
                 continue
-            if response.status_code >= 500 and method in _IDEMPOTENT and attempt <= self.max_retries:
+            if response.status_code >= 500 and method in _SAFE_TO_REPEAT and attempt <= self.max_retries:
                 response.close()
                 self._wait(self._backoff(attempt), f"{method} {redact_url(url)}: HTTP {response.status_code}")
                 continue
