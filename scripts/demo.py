@@ -24,7 +24,10 @@ CLIENT_ID, CLIENT_SECRET = "10000000000001", "demo-client-secret"
 
 #: DAG id -> conf for its demo run (DAG files that are not in dags/ yet are skipped).
 DEMO_RUNS: dict[str, dict[str, Any]] = {
-    "lms_token_keepalive": {"canvas_conn_ids": ["canvas_default"], "brightspace_conn_ids": ["brightspace_default"]},
+    "lms_token_keepalive": {
+        "canvas_conn_ids": ["canvas_default"],
+        "brightspace_conn_ids": ["brightspace_default"],
+    },
 }
 
 
@@ -39,7 +42,9 @@ def _connect(airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_i
     }
     if platform == "brightspace":
         extra["token_url"] = f"{emulator.url}/core/connect/token"
-    airflow.add_connection(conn_id, platform, host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra)
+    airflow.add_connection(
+        conn_id, platform, host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
+    )
 
 
 def _seed(emulator: LmsEmulator) -> None:
@@ -61,7 +66,11 @@ def main() -> int:
             print(f"airflow:  {airflow.api_url} (logs in {airflow.logs_dir})")
             for platform in ("canvas", "brightspace"):
                 _connect(airflow, emulator, platform, f"{platform}_default")
-            runs = {dag_id: conf for dag_id, conf in DEMO_RUNS.items() if (ROOT / "dags" / f"{dag_id}.py").exists()}
+            runs = {
+                dag_id: conf
+                for dag_id, conf in DEMO_RUNS.items()
+                if (ROOT / "dags" / f"{dag_id}.py").exists()
+            }
             triggered = {}
             for dag_id, conf in runs.items():
                 airflow.wait_for_dag(dag_id)
@@ -76,12 +85,14 @@ def main() -> int:
             print("\nTokens")
             for platform in ("canvas", "brightspace"):
                 saved = airflow.get_connection(f"{platform}_default")["extra_dejson"]
+                refreshes = emulator.refresh_count(platform)
+                consumed = emulator.consumed_presentations(platform)
                 print(
-                    f"  {platform:<12} refreshes: {emulator.refresh_count(platform)}, consumed refresh tokens "
-                    f"presented: {emulator.consumed_presentations(platform)}, connection now valid until "
-                    f"{saved.get('expires_at')}"
+                    f"  {platform:<12} refreshes: {refreshes}, consumed refresh tokens presented: "
+                    f"{consumed}, connection now valid until {saved.get('expires_at')}"
                 )
-    print(f"\nDemo finished in {time.monotonic() - started:.0f}s: {'OK' if not failures else f'{failures} DAG(s) failed'}")
+    outcome = f"{failures} DAG(s) failed" if failures else "OK"
+    print(f"\nDemo finished in {time.monotonic() - started:.0f}s: {outcome}")
     return 1 if failures else 0
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 import requests
 
+from airflow_provider_canvas.exceptions import LmsApiError, LmsConfigurationError
 from airflow_provider_canvas.hooks.base import LmsHook, redact_url
 
 #: Developer-key scopes of the calls this hook makes, in Canvas's ``url:VERB|/path`` form.
@@ -18,8 +20,71 @@ SCOPE_PUT_SSO_SETTINGS = "url:PUT|/api/v1/accounts/:account_id/sso_settings"
 
 #: The SSO settings Canvas documents; anything else is refused before any request.
 SSO_SETTING_KEYS = ("login_handle_name", "change_password_url", "auth_discovery_url", "unknown_user_url")
+#: The SSO settings whose value must be an absolute http(s) URL when set.
+SSO_URL_KEYS = ("change_password_url", "auth_discovery_url", "unknown_user_url")
 
 _PAGE_SIZE = 100
+_SIS_PREFIX = "sis_account_id:"
+
+
+def normalize_account_id(account_id: Any) -> int | str:
+    """A Canvas account id as the API takes it: an int, or ``sis_account_id:XYZ``.
+
+    Digit strings (what a Jinja template renders) become ints; anything else is refused before any
+    request, so a typo never reaches Canvas.
+    """
+    if isinstance(account_id, bool):  # bool is an int subclass; True is no account id
+        raise LmsConfigurationError(
+            f"account id must be a number or 'sis_account_id:...', got {account_id!r}"
+        )
+    if isinstance(account_id, int) and account_id > 0:
+        return account_id
+    if isinstance(account_id, str):
+        text = account_id.strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+        if text.startswith(_SIS_PREFIX) and text[len(_SIS_PREFIX) :].strip():
+            return text
+    raise LmsConfigurationError(
+        f"account id must be a positive number or 'sis_account_id:...', got {account_id!r}"
+    )
+
+
+def validate_sso_settings(settings: Mapping[str, Any]) -> dict[str, str | None]:
+    """The settings to apply, checked: documented keys only, URLs absolute http(s), None = unset.
+
+    An empty string and None both mean "unset" (Canvas unsets a key sent empty) and come back as
+    None; keys not given are not in the result, so Canvas keeps them.
+    """
+    if not isinstance(settings, Mapping):
+        raise LmsConfigurationError(f"SSO settings must be a mapping, got {type(settings).__name__}")
+    unknown = sorted(set(settings) - set(SSO_SETTING_KEYS))
+    if unknown:
+        raise LmsConfigurationError(
+            f"unknown SSO setting(s) {unknown}; Canvas knows {list(SSO_SETTING_KEYS)}"
+        )
+    checked: dict[str, str | None] = {}
+    for key, value in settings.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            checked[key] = None
+            continue
+        if not isinstance(value, str):
+            raise LmsConfigurationError(f"SSO setting {key} must be a string or empty, got {value!r}")
+        value = value.strip()
+        if key in SSO_URL_KEYS:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise LmsConfigurationError(
+                    f"SSO setting {key} must be an absolute http(s) URL or empty (to unset it), got {value!r}"
+                )
+        checked[key] = value
+    return checked
+
+
+def _account_path(account_id: int | str, suffix: str = "") -> str:
+    # SIS ids may hold spaces or other characters that must be escaped in a path segment.
+    segment = quote(str(normalize_account_id(account_id)), safe=":")
+    return f"/api/v1/accounts/{segment}{suffix}"
 
 
 class CanvasHook(LmsHook):
@@ -71,43 +136,50 @@ class CanvasHook(LmsHook):
                     "%s: %d items read from %d pages so far", redact_url(response.url), items, pages
                 )
             yield from page
-            url = response.links.get("next", {}).get("url")
+            next_url = response.links.get("next", {}).get("url")
+            if next_url is not None and next_url in (url, response.url):
+                # A next link pointing at the page just read would loop forever.
+                raise LmsApiError(
+                    f"{redact_url(next_url)}: Canvas sent the page just read as rel=next",
+                    status=response.status_code,
+                    url=redact_url(next_url),
+                )
+            url = next_url
             query = None  # the next link carries the query, bookmark included
         self.log.info("%s: %d items from %d pages", path, items, pages)
 
     def get_account(self, account_id: int | str) -> dict[str, Any]:
-        """One account, by Canvas id or ``sis_account_id:XYZ``."""
-        return self.get_json(f"/api/v1/accounts/{account_id}", scope=SCOPE_GET_ACCOUNT)
+        """One account, by Canvas id or ``sis_account_id:XYZ``; 404 raises LmsNotFoundError."""
+        return self.get_json(_account_path(account_id), scope=SCOPE_GET_ACCOUNT)
 
     def list_accounts(self) -> Iterator[dict[str, Any]]:
         """The accounts the token's user administers."""
         return self.paginate("/api/v1/accounts", scope=SCOPE_LIST_ACCOUNTS)
 
     def list_sub_accounts(self, account_id: int | str, *, recursive: bool = True) -> Iterator[dict[str, Any]]:
+        """The sub-accounts of an account (the account itself excluded), the whole tree by default."""
         return self.paginate(
-            f"/api/v1/accounts/{account_id}/sub_accounts",
+            _account_path(account_id, "/sub_accounts"),
             {"recursive": "true" if recursive else "false"},
             scope=SCOPE_LIST_SUB_ACCOUNTS,
         )
 
     def get_sso_settings(self, account_id: int | str) -> dict[str, Any]:
-        body = self.get_json(f"/api/v1/accounts/{account_id}/sso_settings", scope=SCOPE_GET_SSO_SETTINGS)
+        body = self.get_json(_account_path(account_id, "/sso_settings"), scope=SCOPE_GET_SSO_SETTINGS)
         return body["sso_settings"]
 
     def update_sso_settings(
         self, account_id: int | str, settings: Mapping[str, str | None]
     ) -> dict[str, Any]:
-        """PUT the given keys only (Canvas keeps omitted ones); ``None`` or ``""`` unsets a key."""
-        unknown = sorted(set(settings) - set(SSO_SETTING_KEYS))
-        if unknown:
-            from airflow_provider_canvas.exceptions import LmsConfigurationError
+        """PUT the given keys only (Canvas keeps omitted ones); ``None`` or ``""`` unsets a key.
 
-            raise LmsConfigurationError(
-                f"unknown SSO setting(s) {unknown}; Canvas knows {list(SSO_SETTING_KEYS)}"
-            )
-        form = {f"sso_settings[{key}]": value or "" for key, value in settings.items()}
+        The settings are validated first (see :func:`validate_sso_settings`). Returns the settings
+        as Canvas reports them after the change.
+        """
+        checked = validate_sso_settings(settings)
+        form = {f"sso_settings[{key}]": value or "" for key, value in checked.items()}
         response = self.request(
-            "PUT", f"/api/v1/accounts/{account_id}/sso_settings", data=form, scope=SCOPE_PUT_SSO_SETTINGS
+            "PUT", _account_path(account_id, "/sso_settings"), data=form, scope=SCOPE_PUT_SSO_SETTINGS
         )
         return response.json()["sso_settings"]
 
