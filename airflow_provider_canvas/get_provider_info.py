@@ -79,6 +79,11 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                     "scopes": _text("Scopes", "Space-separated.", default="datahub:dataexports:*"),
                     "lp_version": _text("LP API version", "Learning Platform API version.", default="1.49"),
+                    "bds_api": _text(
+                        "Data Sets API",
+                        "datasets (current) or dataExport (older listing); empty: by LP version.",
+                        enum=["datasets", "dataExport", None],
+                    ),
                 },
                 "ui-field-behaviour": {
                     **_UI_BEHAVIOUR,
@@ -90,6 +95,18 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
         ],
+        "integrations": [
+            {
+                "integration-name": "Canvas LMS",
+                "external-doc-url": "https://canvas.instructure.com/doc/api/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "D2L Brightspace",
+                "external-doc-url": "https://docs.valence.desire2learn.com/",
+                "tags": ["software"],
+            },
+        ],
         "hooks": [
             {
                 "integration-name": "Canvas LMS",
@@ -98,6 +115,22 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": ["airflow_provider_canvas.hooks.brightspace"],
+            },
+        ],
+        "operators": [
+            {
+                "integration-name": "Canvas LMS",
+                "python-modules": ["airflow_provider_canvas.operators.canvas"],
+            },
+            {
+                "integration-name": "D2L Brightspace",
+                "python-modules": ["airflow_provider_canvas.operators.brightspace"],
+            },
+        ],
+        "triggers": [
+            {
+                "integration-name": "D2L Brightspace",
+                "python-modules": ["airflow_provider_canvas.triggers.brightspace"],
             },
         ],
         "config": {

@@ -1,0 +1,1 @@
+"""Turning downloaded Brightspace extracts into database rows, streamed and transactional."""
