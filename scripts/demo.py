@@ -1,8 +1,10 @@
-"""The demo: the example DAGs on a real local Airflow against the emulator, then a short report.
+"""The demo: every example DAG on a real local Airflow against the emulator, then a short report.
 
-Starts the Canvas/Brightspace emulator and a local Airflow (scheduler, dag-processor, triggerer,
-api-server; SQLite, LocalExecutor) in ``.demo/``, creates connections whose access tokens have
-expired, triggers every example DAG, waits, prints what happened and stops what it started.
+Starts two Canvas/Brightspace emulators (a "test" and a "beta" instance) and a local Airflow
+(scheduler, dag-processor, triggerer, api-server; SQLite, LocalExecutor) in ``.demo/``, creates
+connections whose access tokens have expired, triggers every example DAG, waits, prints what
+happened and stops everything it started. Brightspace Data Sets are loaded into a fresh
+PostgreSQL database on 127.0.0.1:5432, dropped at the end.
 """
 
 from __future__ import annotations
@@ -10,30 +12,74 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pendulum
+import psycopg
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow, fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 CLIENT_ID, CLIENT_SECRET = "10000000000001", "demo-client-secret"
+DATA_SETS = ["Users", "Org Units", "User Enrollments"]
 
-#: DAG id -> conf for its demo run (DAG files that are not in dags/ yet are skipped).
+#: The SSO settings the demo restores on its two non-production instances.
+SSO_INSTANCES = {
+    conn_id: {
+        "account_id": 1,
+        "settings": {
+            "auth_discovery_url": f"https://login-{name}.example.edu/discovery",
+            "unknown_user_url": "",
+        },
+    }
+    for conn_id, name in (("canvas_test", "test"), ("canvas_beta", "beta"))
+}
+
+#: DAG id -> conf of its demo run.
 DEMO_RUNS: dict[str, dict[str, Any]] = {
     "lms_token_keepalive": {
-        "canvas_conn_ids": ["canvas_default"],
+        "canvas_conn_ids": ["canvas_default", "canvas_test", "canvas_beta"],
         "brightspace_conn_ids": ["brightspace_default"],
     },
+    "canvas_account_inventory": {"canvas_conn_id": "canvas_default", "output_dir": str(WORK / "inventory")},
+    "canvas_sso_settings_restore": {"instances": SSO_INSTANCES},
+    "brightspace_data_sets_pull": {"data_sets": DATA_SETS, "schema": "brightspace"},
 }
 
 
+def _seed(emulator: LmsEmulator, accounts: int) -> None:
+    emulator.canvas.register_client(CLIENT_ID, CLIENT_SECRET)
+    emulator.brightspace.register_client(CLIENT_ID, CLIENT_SECRET)
+    emulator.canvas.generate_account_tree(accounts, root_id=1, fanout=8)
+    # What Instructure's refresh copied over from production.
+    emulator.canvas.set_sso_settings(1, auth_discovery_url="https://login.example.edu/discovery")
+    now = datetime.now(timezone.utc)
+    users = emulator.brightspace
+    users.add_data_set(
+        "Users", ["UserId", "UserName", "IsDeleted"], rows_count=20_000, created=now - timedelta(days=3)
+    )
+    users.add_extract(
+        "Users",
+        "Differential",
+        now - timedelta(days=1),
+        [{"UserId": "900001", "UserName": "new.student", "IsDeleted": "False"}],
+    )
+    users.add_data_set("Org Units", ["OrgUnitId", "Name"], rows_count=500, created=now - timedelta(days=3))
+    # The DAG's default data sets: its scheduled run (made when the DAG is unpaused) uses them.
+    users.add_data_set(
+        "User Enrollments",
+        ["OrgUnitId", "UserId", "RoleId"],
+        rows_count=5_000,
+        created=now - timedelta(days=3),
+    )
+
+
 def _connect(airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_id: str) -> None:
-    side = getattr(emulator, platform)
-    issued = side.issue_tokens(CLIENT_ID)
+    issued = getattr(emulator, platform).issue_tokens(CLIENT_ID)
     extra = {
         "access_token": issued.access_token,
         "refresh_token": issued.refresh_token,
@@ -47,10 +93,21 @@ def _connect(airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_i
     )
 
 
-def _seed(emulator: LmsEmulator) -> None:
-    emulator.canvas.register_client(CLIENT_ID, CLIENT_SECRET)
-    emulator.brightspace.register_client(CLIENT_ID, CLIENT_SECRET)
-    emulator.canvas.generate_account_tree(500, root_id=1, fanout=8)
+def _report_outputs(airflow: LocalAirflow, triggered: dict[str, str], database_url: str) -> None:
+    summary = airflow.xcom("canvas_account_inventory", triggered["canvas_account_inventory"], "summarize")
+    count, depth, path = summary["count"], summary["max_depth"], summary["path"]
+    print(f"  account inventory: {count} accounts, max depth {depth}, written to {path}")
+    run_id = triggered["canvas_sso_settings_restore"]
+    for ti in airflow.task_instances("canvas_sso_settings_restore", run_id):
+        result = airflow.xcom("canvas_sso_settings_restore", run_id, ti["task_id"], map_index=ti["map_index"])
+        if isinstance(result, dict) and "changes" in result:
+            print(f"  SSO restore {result['conn_id']}: changed {sorted(result['changes'])}")
+    files = sorted(p.relative_to(WORK) for p in (WORK / "bds").rglob("*.zip"))
+    print(f"  Brightspace Data Sets: {len(files)} extract files under {WORK / 'bds'}")
+    with psycopg.connect(database_url.replace("postgresql+psycopg2", "postgresql")) as db:
+        for table in ("users", "org_units", "user_enrollments"):
+            rows = db.execute(f"SELECT count(*) FROM brightspace.{table}").fetchone()[0]
+            print(f"  PostgreSQL brightspace.{table}: {rows} rows")
 
 
 def main() -> int:
@@ -58,38 +115,52 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)  # a second run starts clean
     WORK.mkdir()
     failures = 0
-    with LmsEmulator() as emulator:
-        _seed(emulator)
-        print(f"emulator: {emulator.url}")
-        airflow = LocalAirflow(WORK / "airflow", ROOT / "dags", extra_env={"CANVAS_DEMO_OUTPUT": str(WORK)})
+    with LmsEmulator() as emulator, LmsEmulator() as beta, fresh_postgres_database() as warehouse_url:
+        _seed(emulator, accounts=2000)
+        _seed(beta, accounts=10)
+        print(f"emulators: {emulator.url} (test instance), {beta.url} (beta instance)")
+        airflow = LocalAirflow(
+            WORK / "airflow", ROOT / "dags", extra_env={"BRIGHTSPACE_BDS_LOCATION": str(WORK / "bds")}
+        )
         with airflow:
-            print(f"airflow:  {airflow.api_url} (logs in {airflow.logs_dir})")
+            print(f"airflow:   {airflow.api_url} (logs in {airflow.home / 'logs'})")
             for platform in ("canvas", "brightspace"):
                 _connect(airflow, emulator, platform, f"{platform}_default")
-            runs = {
-                dag_id: conf
-                for dag_id, conf in DEMO_RUNS.items()
-                if (ROOT / "dags" / f"{dag_id}.py").exists()
-            }
+            _connect(airflow, emulator, "canvas", "canvas_test")
+            _connect(airflow, beta, "canvas", "canvas_beta")
+            database = warehouse_url.rsplit("/", 1)[1]
+            warehouse = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres"}
+            airflow.api(
+                "POST",
+                "/connections",
+                ok=(201,),
+                json={"connection_id": "brightspace_warehouse", "schema": database, **warehouse},
+            )
             triggered = {}
-            for dag_id, conf in runs.items():
+            for dag_id, conf in DEMO_RUNS.items():
                 airflow.wait_for_dag(dag_id)
                 triggered[dag_id] = airflow.trigger(dag_id, conf)
-            print("\nDAG run results")
+            print("\nDAG runs")
             for dag_id, run_id in triggered.items():
                 state = airflow.wait_for_run(dag_id, run_id, timeout=300)
                 instances = airflow.task_instances(dag_id, run_id)
                 ok = sum(ti["state"] == "success" for ti in instances)
                 failures += state != "success"
-                print(f"  {dag_id:<34} {state:<8} {ok}/{len(instances)} tasks succeeded")
-            print("\nTokens")
-            for platform in ("canvas", "brightspace"):
-                saved = airflow.get_connection(f"{platform}_default")["extra_dejson"]
-                refreshes = emulator.refresh_count(platform)
-                consumed = emulator.consumed_presentations(platform)
+                print(f"  {dag_id:<30} {state:<8} {ok}/{len(instances)} tasks succeeded")
+            if not failures:
+                print("\nOutputs")
+                _report_outputs(airflow, triggered, warehouse_url)
+            print("\nTokens (as the emulators recorded them; connections read back with the CLI)")
+            for server, platform, conn_ids in (
+                (emulator, "canvas", ["canvas_default", "canvas_test"]),
+                (beta, "canvas", ["canvas_beta"]),
+                (emulator, "brightspace", ["brightspace_default"]),
+            ):
+                valid_until = [airflow.get_connection(c)["extra_dejson"].get("expires_at") for c in conn_ids]
+                refreshes, consumed = server.refresh_count(platform), server.consumed_presentations(platform)
                 print(
-                    f"  {platform:<12} refreshes: {refreshes}, consumed refresh tokens presented: "
-                    f"{consumed}, connection now valid until {saved.get('expires_at')}"
+                    f"  {', '.join(conn_ids):<28} refreshes: {refreshes}, consumed refresh tokens presented: "
+                    f"{consumed}, saved tokens valid until {', '.join(str(v)[:19] for v in valid_until)}"
                 )
     outcome = f"{failures} DAG(s) failed" if failures else "OK"
     print(f"\nDemo finished in {time.monotonic() - started:.0f}s: {outcome}")

@@ -1,0 +1,351 @@
+"""Run a real local Airflow 3 (scheduler, dag-processor, triggerer, api-server; LocalExecutor) for tests.
+
+Tasks run supervised with the ORM blocked, unlike ``airflow dags test``; the test side talks REST and CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
+
+import psutil
+import requests
+from cryptography.fernet import Fernet
+
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")  # also their `airflow` sub-commands
+# Health-report section of each component that heartbeats into the database (the api-server does not).
+HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+# Fields every task log event repeats; task_log() shows only the rest beside the message.
+LOG_CONTEXT_KEYS = {"timestamp", "level", "event", "logger", "filename", "lineno", "dag_id", "task_id"}
+LOG_CONTEXT_KEYS |= {"run_id", "ti_id", "try_number", "map_index"}
+ADMIN_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str = ADMIN_POSTGRES_URL) -> Iterator[str]:
+    """Create ``airflow_e2e_<random>``, yield its SQLAlchemy URL for Airflow, drop it afterwards."""
+    import psycopg  # optional dependency: only the PostgreSQL set-up needs it
+    from sqlalchemy.engine import make_url
+
+    name = f"airflow_e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(admin_url).set(drivername="postgresql+psycopg2", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            # Components killed in a drill can leave sessions behind, and DROP refuses while any exist.
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def postgres_available(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    """Whether something listens where ``fresh_postgres_database`` expects PostgreSQL."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class LocalAirflow:
+    """One Airflow installation in ``home``; each of its four components is its own process group."""
+
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path,
+        *,
+        database_url: str | None = None,
+        parallelism: int = 4,
+        api_port: int = 0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.home, self.dags_folder = Path(home).resolve(), Path(dags_folder).resolve()
+        if not api_port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                api_port = int(sock.getsockname()[1])
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        self.airflow_bin = Path(sys.executable).parent / "airflow"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: dict[str, IO[bytes]] = {}
+        self._sessions: set[int] = set()  # session id of every component process ever started
+        self.http = requests.Session()
+        # Inherited AIRFLOW_* variables (AIRFLOW_CONN_*, another AIRFLOW_HOME) would leak into this install.
+        self.env = {k: v for k, v in os.environ.items() if not k.lstrip("_").startswith("AIRFLOW")}
+        self.env["PATH"] = f"{self.airflow_bin.parent}{os.pathsep}{self.env.get('PATH', '')}"
+        self.env |= {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url or f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # only the runs trigger() asks for
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            # Its middleware then adds an admin JWT to every request: REST calls need no login.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # Each component would otherwise make up its own, and what one signs the others reject.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__API__HOST": "127.0.0.1",  # loopback only
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__BASE_URL": self.api_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            # Short loops, so a new DAG file is parsed and a triggered run starts within seconds.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
+            "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        }
+        self.env |= extra_env or {}
+
+    # --- processes ------------------------------------------------------------------------------------
+    def start(self, timeout: float = 180) -> None:
+        """Migrate the database, start the four components, wait until each reports healthy."""
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        since = datetime.now(timezone.utc)
+        self.cli("db", "migrate", timeout=timeout)
+        try:
+            for component in COMPONENTS:
+                self._spawn(component)
+            self._wait_healthy(COMPONENTS, since, time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, grace: float = 15) -> None:
+        """SIGTERM each process group, SIGKILL it after ``grace`` s, then any task process left over."""
+        for component in list(self.processes):
+            self._terminate(component, grace)
+        # Task processes move to process groups of their own (and outlive a scheduler killed in a drill),
+        # but stay in the session of the component that forked them.
+        for pid in psutil.pids():
+            with suppress(OSError):
+                if os.getsid(pid) in self._sessions:
+                    os.kill(pid, signal.SIGKILL)
+        self.http.close()
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to a component's process group (for the scheduler: its executor workers too)."""
+        os.killpg(self.processes[component].pid, sig)
+
+    def restart(self, component: str, timeout: float = 60) -> None:
+        """Stop one component (if it still runs) and start it again; wait until it is healthy."""
+        self._terminate(component, grace=15)
+        since = datetime.now(timezone.utc)
+        self._spawn(component)
+        self._wait_healthy((component,), since, time.monotonic() + timeout)
+
+    def __enter__(self) -> LocalAirflow:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def log_tail(self, component: str, lines: int = 40) -> str:
+        """The last lines a component wrote to ``home/logs/<component>.log``."""
+        text = (self.home / "logs" / f"{component}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _spawn(self, component: str) -> None:
+        log = self._log_files[component] = (self.home / "logs" / f"{component}.log").open("ab")
+        # A new session is a new process group: kill() and stop() reach what the component forks.
+        self.processes[component] = subprocess.Popen(
+            [str(self.airflow_bin), component],
+            env=self.env,
+            cwd=self.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._sessions.add(self.processes[component].pid)
+
+    def _terminate(self, component: str, grace: float) -> None:
+        proc = self.processes.pop(component, None)
+        if proc is None:
+            return
+        # SIGTERM to the main process only, as a container runtime would: it then stops its own children
+        # in order. Signalled as a group, executor workers and the trigger runner die or stall under it,
+        # and the scheduler or triggerer then waits 10-15 s for them.
+        proc.terminate()
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        proc.wait()
+        self._log_files.pop(component).close()
+
+    def _wait_healthy(self, components: tuple[str, ...], since: datetime, deadline: float) -> None:
+        """Wait until the API answers and each component has heartbeated since ``since``."""
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for name in components:
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited early:\n{self.log_tail(name)}")
+            with suppress(requests.RequestException):
+                health = self.http.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+                if all(self._heartbeat_since(health, name, since) for name in components):
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(f"Airflow not healthy in time: {health}")
+
+    @staticmethod
+    def _heartbeat_since(health: dict[str, Any], component: str, since: datetime) -> bool:
+        if component not in HEALTH_KEYS:
+            return True  # the api-server answered, which is all it can report
+        report = health.get(HEALTH_KEYS[component]) or {}
+        beat = report.get(f"latest_{HEALTH_KEYS[component]}_heartbeat")
+        return report.get("status") == "healthy" and bool(beat) and datetime.fromisoformat(beat) >= since
+
+    # --- CLI and REST -------------------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``airflow <args>`` against this installation; raise with its stderr if it fails."""
+        cmd = [str(self.airflow_bin), *args]
+        result = subprocess.run(
+            cmd, env=self.env, cwd=self.home, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"airflow {args[0]} exited {result.returncode}:\n{result.stderr[-4000:]}")
+        return result
+
+    def api(
+        self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
+    ) -> requests.Response:
+        """Call the public REST API at ``/api/v2<path>`` (no token needed); raise unless status in ``ok``."""
+        response = self.http.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
+        if response.status_code not in ok:
+            raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
+        return response
+
+    def add_connection(
+        self,
+        conn_id: str,
+        conn_type: str,
+        *,
+        host: str | None = None,
+        login: str | None = None,
+        password: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Create or replace a connection (over REST, so no password shows on a command line)."""
+        body = {"connection_id": conn_id, "conn_type": conn_type, "host": host, "login": login}
+        body |= {"password": password, "extra": None if extra is None else json.dumps(extra)}
+        if self.api("POST", "/connections", json=body, ok=(201, 409)).status_code == 409:
+            self.api("PATCH", f"/connections/{conn_id}", json=body)
+
+    def get_connection(self, conn_id: str) -> dict[str, Any]:
+        """The connection as ``airflow connections get <id> -o json`` shows it to a user.
+
+        That output turns each value inside ``extra_dejson`` into a string (2 -> "2", True -> "True"),
+        so ``extra_dejson`` is rebuilt from ``get_uri``, which carries the extra losslessly.
+        """
+        [conn] = json.loads(self.cli("connections", "get", conn_id, "-o", "json").stdout)
+        query = parse_qs(urlsplit(conn["get_uri"]).query, keep_blank_values=True)
+        if "__extra__" in query:  # get_uri's form when some extra value is not a string
+            conn["extra_dejson"] = json.loads(query["__extra__"][0])
+        else:
+            conn["extra_dejson"] = {key: values[0] for key, values in query.items()}
+        return conn
+
+    def set_variable(self, key: str, value: Any) -> None:
+        """Create or update a Variable; a value that is not a string is stored as JSON."""
+        body = {"key": key, "value": value if isinstance(value, str) else json.dumps(value)}
+        if self.api("PATCH", f"/variables/{key}", json=body, ok=(200, 404)).status_code == 404:
+            self.api("POST", "/variables", json=body, ok=(201,))
+
+    def get_variable(self, key: str) -> str | None:
+        response = self.api("GET", f"/variables/{key}", ok=(200, 404))
+        return response.json()["value"] if response.status_code == 200 else None
+
+    # --- DAGs and runs ------------------------------------------------------------------------------
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Wait until the dag-processor has parsed ``dag_id``; on timeout, raise with the import errors."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api("GET", f"/dags/{dag_id}", ok=(200, 404)).status_code == 200:
+                return
+            time.sleep(1)
+        errors = self.api("GET", "/importErrors").json()["import_errors"]
+        details = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors) or "none"
+        raise TimeoutError(f"DAG {dag_id!r} not parsed in {timeout}s. Import errors: {details}")
+
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, *, logical_date: datetime | str | None = None
+    ) -> str:
+        """Unpause ``dag_id``, start a run (``logical_date``: aware datetime or ISO string); return run_id."""
+        if isinstance(logical_date, datetime):
+            logical_date = logical_date.isoformat()
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        body = {"logical_date": logical_date, "conf": conf or {}}
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """Poll until the run has finished; return its final state ("success" or "failed")."""
+        deadline, state = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(0.5)
+        raise TimeoutError(f"run {run_id} of {dag_id} still {state} after {timeout}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """All task instances of a run, paging past the API's 100-row limit."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            params = {"limit": 100, "offset": len(rows)}
+            page = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params=params).json()
+            rows += page["task_instances"]
+            if len(rows) >= page["total_entries"] or not page["task_instances"]:
+                return rows
+
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
+        """A task's log as text: one line per event, with the fields that are not repeated context."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        params = {"map_index": map_index, "full_content": True}
+        response = self.api("GET", path, params=params, headers={"Accept": "application/json"})
+        lines = []
+        for entry in response.json()["content"]:
+            if isinstance(entry, str):
+                lines.append(entry)
+                continue
+            fields = " ".join(f"{k}={v}" for k, v in entry.items() if k not in LOG_CONTEXT_KEYS)
+            lines.append(
+                f"[{entry.get('timestamp')}] {entry.get('level')}: {entry.get('event')} {fields}".rstrip()
+            )
+        return "\n".join(lines)
+
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
+        """An XCom value as the task pushed it (the stored JSON, not the UI's string form)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api("GET", path, params={"map_index": map_index}).json()["value"]

@@ -1,0 +1,38 @@
+"""The ``local_airflow`` fixture: one real Airflow for the whole e2e session, DAGs from tests/e2e/dags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_canvas.testing.local_airflow import (
+    LocalAirflow,
+    fresh_postgres_database,
+    postgres_available,
+)
+
+E2E_DAGS = Path(__file__).parent / "dags"
+
+
+def e2e_backend() -> str:
+    """``CANVAS_E2E_DB=postgres|sqlite``; by default PostgreSQL when a server listens on 127.0.0.1:5432."""
+    backend = os.environ.get("CANVAS_E2E_DB") or ("postgres" if postgres_available() else "sqlite")
+    if backend not in ("postgres", "sqlite"):
+        raise ValueError(f"CANVAS_E2E_DB must be postgres or sqlite, not {backend!r}")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def local_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
+    with ExitStack() as stack:
+        database_url = None
+        if e2e_backend() == "postgres":
+            database_url = stack.enter_context(fresh_postgres_database())
+        airflow = LocalAirflow(tmp_path_factory.mktemp("airflow_home"), E2E_DAGS, database_url=database_url)
+        stack.callback(airflow.stop)
+        airflow.start()
+        yield airflow
