@@ -25,7 +25,9 @@ def emulator() -> Iterator[LmsEmulator]:
         yield emu
 
 
-def _connect(airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_id: str) -> str:
+def _connect(
+    airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_id: str, **more_extra: str
+) -> str:
     side = getattr(emulator, platform)
     side.register_client(CLIENT_ID, CLIENT_SECRET)
     issued = side.issue_tokens(CLIENT_ID)
@@ -36,15 +38,18 @@ def _connect(airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_i
     }
     if platform == "brightspace":
         extra["token_url"] = f"{emulator.url}/core/connect/token"
+    extra.update(more_extra)
     airflow.add_connection(
         conn_id, platform, host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
     )
     return issued.refresh_token
 
 
-def _run(airflow: LocalAirflow, conn_id: str, platform: str) -> list[dict]:
+def _run(airflow: LocalAirflow, conn_id: str, platform: str, *, separate_hosts: bool = False) -> list[dict]:
     airflow.wait_for_dag(DAG_ID)
-    run_id = airflow.trigger(DAG_ID, {"conn_id": conn_id, "platform": platform})
+    run_id = airflow.trigger(
+        DAG_ID, {"conn_id": conn_id, "platform": platform, "separate_hosts": separate_hosts}
+    )
     state = airflow.wait_for_run(DAG_ID, run_id, timeout=240)
     instances = airflow.task_instances(DAG_ID, run_id)
     assert state == "success", [(ti["map_index"], ti["state"]) for ti in instances]
@@ -87,3 +92,31 @@ def test_parallel_tasks_refresh_once_and_save_the_tokens(
     assert sum(result["refreshes"] for result in results) == 1
     assert emulator.refresh_count(platform) == 2
     assert emulator.consumed_presentations(platform) == 0
+
+
+def test_postgres_lock_serialises_tasks_that_share_no_lock_file(
+    local_airflow: LocalAirflow, emulator: LmsEmulator
+) -> None:
+    """Workers on several hosts: only the PostgreSQL advisory lock is shared."""
+    local_airflow.api(
+        "POST",
+        "/connections",
+        ok=(201, 409),
+        json={
+            "connection_id": "token_lock_pg",
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            "login": "postgres",
+            "schema": "test",
+        },
+    )
+    conn_id = "brightspace_e2e_hosts"
+    _connect(local_airflow, emulator, "brightspace", conn_id, lock_conn_id="token_lock_pg")
+
+    results = _run(local_airflow, conn_id, "brightspace", separate_hosts=True)
+
+    assert all(result["orm_blocked"] for result in results)
+    assert sum(result["refreshes"] for result in results) == 1
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0

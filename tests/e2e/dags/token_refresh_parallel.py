@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -14,7 +17,7 @@ PARALLEL_TASKS = 8
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"conn_id": "brightspace_e2e", "platform": "brightspace"},
+    params={"conn_id": "brightspace_e2e", "platform": "brightspace", "separate_hosts": False},
 )
 def token_refresh_parallel() -> None:
     @task
@@ -25,6 +28,11 @@ def token_refresh_parallel() -> None:
         from airflow_provider_canvas.tokens import metadata
 
         assert params is not None
+        if params["separate_hosts"]:
+            # Each task as if on its own host: no shared lock file, no shared rescue directory.
+            state_dir = Path(tempfile.mkdtemp(prefix=f"canvas-e2e-host{index}-"))
+            os.environ["AIRFLOW__CANVAS_PROVIDER__STATE_DIR"] = str(state_dir)
+            assert metadata.state_dir() == str(state_dir)
         if params["platform"] == "brightspace":
             hook: Any = BrightspaceHook(params["conn_id"])
             hook.whoami()
