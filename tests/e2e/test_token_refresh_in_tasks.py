@@ -45,7 +45,9 @@ def _connect(
     return issued.refresh_token
 
 
-def _run(airflow: LocalAirflow, conn_id: str, platform: str, *, separate_hosts: bool = False) -> list[dict]:
+def _run(
+    airflow: LocalAirflow, conn_id: str, platform: str, *, separate_hosts: bool = False
+) -> tuple[str, list[dict]]:
     airflow.wait_for_dag(DAG_ID)
     run_id = airflow.trigger(
         DAG_ID, {"conn_id": conn_id, "platform": platform, "separate_hosts": separate_hosts}
@@ -54,7 +56,7 @@ def _run(airflow: LocalAirflow, conn_id: str, platform: str, *, separate_hosts: 
     instances = airflow.task_instances(DAG_ID, run_id)
     assert state == "success", [(ti["map_index"], ti["state"]) for ti in instances]
     assert [ti["try_number"] for ti in instances] == [1] * 8  # no task needed a retry
-    return [airflow.xcom(DAG_ID, run_id, "call_api", map_index=index) for index in range(8)]
+    return run_id, [airflow.xcom(DAG_ID, run_id, "call_api", map_index=index) for index in range(8)]
 
 
 @pytest.mark.parametrize("platform", ["brightspace", "canvas"])
@@ -64,7 +66,7 @@ def test_parallel_tasks_refresh_once_and_save_the_tokens(
     conn_id = f"{platform}_e2e"
     original_refresh_token = _connect(local_airflow, emulator, platform, conn_id)
 
-    results = _run(local_airflow, conn_id, platform)
+    run_id, results = _run(local_airflow, conn_id, platform)
 
     assert all(result["orm_blocked"] for result in results), "tasks must run with the ORM blocked"
     assert sum(result["refreshes"] for result in results) == 1
@@ -80,15 +82,21 @@ def test_parallel_tasks_refresh_once_and_save_the_tokens(
     else:
         assert saved["refresh_token"] == original_refresh_token  # Canvas refresh tokens do not rotate
 
+    # No secret in any task log of the run (Airflow's masker and our own care).
+    logs = "".join(local_airflow.task_log(DAG_ID, run_id, "call_api", map_index=i) for i in range(8))
+    assert "refreshed the access token" in logs
+    for secret in (CLIENT_SECRET, original_refresh_token, saved["refresh_token"], saved["access_token"]):
+        assert secret not in logs
+
     # A second run uses the saved access token: no refresh at all.
-    results = _run(local_airflow, conn_id, platform)
+    _, results = _run(local_airflow, conn_id, platform)
     assert sum(result["refreshes"] for result in results) == 0
     assert emulator.refresh_count(platform) == 1
     assert local_airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"] == saved["refresh_token"]
 
     # The saved refresh token is the live one: the next refresh (tokens expired) goes through.
     emulator.expire_access_tokens(platform)
-    results = _run(local_airflow, conn_id, platform)
+    _, results = _run(local_airflow, conn_id, platform)
     assert sum(result["refreshes"] for result in results) == 1
     assert emulator.refresh_count(platform) == 2
     assert emulator.consumed_presentations(platform) == 0
@@ -114,7 +122,7 @@ def test_postgres_lock_serialises_tasks_that_share_no_lock_file(
     conn_id = "brightspace_e2e_hosts"
     _connect(local_airflow, emulator, "brightspace", conn_id, lock_conn_id="token_lock_pg")
 
-    results = _run(local_airflow, conn_id, "brightspace", separate_hosts=True)
+    _, results = _run(local_airflow, conn_id, "brightspace", separate_hosts=True)
 
     assert all(result["orm_blocked"] for result in results)
     assert sum(result["refreshes"] for result in results) == 1
