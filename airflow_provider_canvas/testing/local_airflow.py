@@ -53,6 +53,12 @@ def fresh_postgres_database(admin_url: str = ADMIN_POSTGRES_URL) -> Iterator[str
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def postgres_available(host: str = "127.0.0.1", port: int = 5432) -> bool:
     """Whether something listens where ``fresh_postgres_database`` expects PostgreSQL."""
     try:
@@ -76,10 +82,7 @@ class LocalAirflow:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.home, self.dags_folder = Path(home).resolve(), Path(dags_folder).resolve()
-        if not api_port:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                api_port = int(sock.getsockname()[1])
+        api_port = api_port or _free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.airflow_bin = Path(sys.executable).parent / "airflow"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -102,12 +105,17 @@ class LocalAirflow:
             ),
             # Its middleware then adds an admin JWT to every request: REST calls need no login.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            # Each component would otherwise make up its own, and what one signs the others reject.
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            # Per instance and explicit: the airflow.cfg that `db migrate` writes has no fernet_key, so
+            # connections would be stored unencrypted, unlike any real deployment.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(64),
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__API__HOST": "127.0.0.1",  # loopback only
             "AIRFLOW__API__PORT": str(api_port),
+            # The log servers' fixed default ports would clash with a second instance on this machine.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            # Without these, task supervisors call http://localhost:8080/execution/ and every task fails.
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
             # Short loops, so a new DAG file is parsed and a triggered run starts within seconds.
@@ -137,10 +145,11 @@ class LocalAirflow:
             self.stop()
             raise
 
-    def stop(self, grace: float = 15) -> None:
-        """SIGTERM each process group, SIGKILL it after ``grace`` s, then any task process left over."""
-        for component in list(self.processes):
-            self._terminate(component, grace)
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM the components, SIGKILL their process groups after ``grace`` s, then any leftovers."""
+        # The api-server goes last: the triggerer and task supervisors still call it while they stop.
+        self._terminate([name for name in self.processes if name != "api-server"], grace)
+        self._terminate(["api-server"], grace)
         # Task processes move to process groups of their own (and outlive a scheduler killed in a drill),
         # but stay in the session of the component that forked them.
         for pid in psutil.pids():
@@ -155,7 +164,7 @@ class LocalAirflow:
 
     def restart(self, component: str, timeout: float = 60) -> None:
         """Stop one component (if it still runs) and start it again; wait until it is healthy."""
-        self._terminate(component, grace=15)
+        self._terminate([component], grace=15)
         since = datetime.now(timezone.utc)
         self._spawn(component)
         self._wait_healthy((component,), since, time.monotonic() + timeout)
@@ -186,20 +195,28 @@ class LocalAirflow:
         )
         self._sessions.add(self.processes[component].pid)
 
-    def _terminate(self, component: str, grace: float) -> None:
-        proc = self.processes.pop(component, None)
-        if proc is None:
-            return
-        # SIGTERM to the main process only, as a container runtime would: it then stops its own children
-        # in order. Signalled as a group, executor workers and the trigger runner die or stall under it,
-        # and the scheduler or triggerer then waits 10-15 s for them.
-        proc.terminate()
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
-        proc.wait()
-        self._log_files.pop(component).close()
+    def _terminate(self, components: list[str], grace: float) -> None:
+        procs = {name: self.processes.pop(name) for name in components if name in self.processes}
+        # SIGTERM to each main process only, as a container runtime would, so it stops its own children
+        # in order. Sent to the whole group, it made the trigger runner stall the triggerer for 10 s.
+        for proc in procs.values():
+            proc.terminate()
+        # After 2 s, SIGTERM to the group of any straggler: the scheduler's LocalExecutor.end() joins each
+        # executor worker, and one can still be supervising a task that has finished (seen for 5-15 s).
+        started = time.monotonic()
+        for deadline in (started + min(2.0, grace), started + grace):
+            for proc in procs.values():
+                with suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            for proc in procs.values():
+                if proc.poll() is None:
+                    with suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in procs.items():
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+            proc.wait()
+            self._log_files.pop(name).close()
 
     def _wait_healthy(self, components: tuple[str, ...], since: datetime, deadline: float) -> None:
         """Wait until the API answers and each component has heartbeated since ``since``."""
