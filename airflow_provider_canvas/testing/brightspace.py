@@ -2,255 +2,91 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import hmac
-import io
 import math
 import re
 import secrets
-import struct
-import threading
 import time
 import uuid
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_canvas.testing.ads import (
+    ADS_STATUS_COMPLETE,
+    ADS_STATUS_ERROR,
+    ADS_STATUS_PROCESSING,
+    ADS_STATUS_QUEUED,
+    AdsDataSet,
+    AdsJob,
+    filter_definitions,
+)
+from airflow_provider_canvas.testing.bds_files import (
+    BytesSource,
+    CorruptSource,
+    GeneratedZip,
+    ZipSource,
+    build_zip,
+    byte_range,
+    csv_bytes,
+    file_response,
+    make_source,
+)
 from airflow_provider_canvas.testing.emulator import (
     BRIGHTSPACE,
     IssuedTokens,
     Request,
     Response,
-    append_query,
     json_response,
     redirect_response,
     text_response,
     utcnow,
 )
+from airflow_provider_canvas.testing.oauth import (
+    AuthCode,
+    OAuthClient,
+    OAuthRules,
+    OAuthServer,
+    Scopes,
+    issued_tokens,
+)
+from airflow_provider_canvas.testing.signed_storage import SignedDownload, SignedStorage
 
 if TYPE_CHECKING:
     from airflow_provider_canvas.testing.emulator import LmsEmulator
 
+# The ZIP, ADS and signed-download names stay importable from here, where they used to live.
+__all__ = [
+    "ADS_STATUS_COMPLETE",
+    "ADS_STATUS_ERROR",
+    "ADS_STATUS_PROCESSING",
+    "ADS_STATUS_QUEUED",
+    "BDS_DOWNLOAD",
+    "BDS_READ",
+    "INVALID_TOKEN",
+    "AdsDataSet",
+    "AdsJob",
+    "BdsDataSet",
+    "BdsExtract",
+    "BrightspaceClient",
+    "BrightspaceEmulator",
+    "BytesSource",
+    "CorruptSource",
+    "GeneratedZip",
+    "SignedDownload",
+    "ZipSource",
+    "build_zip",
+    "csv_bytes",
+]
+
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 BDS_READ = ("datahub:dataexports:read", "datasets:bds:read")
 BDS_DOWNLOAD = ("datahub:dataexports:download",)
-ADS_STATUS_QUEUED, ADS_STATUS_PROCESSING, ADS_STATUS_COMPLETE, ADS_STATUS_ERROR = 0, 1, 2, 3
 _NAMESPACE = uuid.UUID("5f0f7c1e-3d43-4f55-9a49-6f1bd2f0c0de")  # stable ids across runs
 
 
-# ===================================================================== ZIP bodies
-class ZipSource:
-    """Bytes of a served file, readable by range so nothing large is ever held in memory."""
-
-    size: int = 0
-
-    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
-        raise NotImplementedError
-
-
-class BytesSource(ZipSource):
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.size = len(data)
-
-    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
-        view = memoryview(self._data)
-        for offset in range(start, stop, 256 * 1024):
-            yield bytes(view[offset : min(stop, offset + 256 * 1024)])
-
-
-class CorruptSource(ZipSource):
-    """Same length as the real file, but not a ZIP: DownloadSize stays consistent."""
-
-    _PATTERN = b"this is not a zip archive, just bytes of the right length\n"
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
-        period = len(self._PATTERN)
-        block = self._PATTERN * (256 * 1024 // period + 2)
-        offset = start
-        while offset < stop:
-            phase = offset % period
-            piece = block[phase : phase + min(stop - offset, 256 * 1024)]
-            yield piece
-            offset += len(piece)
-
-
-class GeneratedZip(ZipSource):
-    """A stored (uncompressed) ZIP of `rows_count` deterministic fixed-width CSV rows.
-
-    Fixed-width rows make the exact size known up front and any byte offset computable, so a
-    1 GB extract is listed with its exact DownloadSize and streamed (or resumed) in constant memory.
-    """
-
-    # Rows are rendered a block of 10,000 ids at a time: the block template holds a placeholder for the
-    # high 8 id digits, and one C-speed bytes.replace() per block renders it (a 1 GB extract in seconds).
-    _BLOCK = 10_000
-    _HIGH = "\x00" * 8
-
-    def __init__(
-        self, member: str, columns: list[str], rows_count: int, id_start: int, created: datetime
-    ) -> None:
-        for column in columns:
-            if any(ch in column for ch in ',"\r\n\x00'):
-                raise ValueError(f"generated rows need plain column names, got {column!r}")
-        if id_start < 0 or id_start + rows_count >= 10**12:
-            raise ValueError("generated row ids must fit in 12 digits")
-        self._header = (",".join(columns) + "\r\n").encode("utf-8")
-        cells = []
-        for index, column in enumerate(columns):
-            if index == 0:
-                cells.append("{0}")
-            elif column == "IsDeleted":
-                cells.append("False")
-            else:
-                cells.append(column.replace("{", "{{").replace("}", "}}") + "-{0}")
-        self._template = ",".join(cells) + "\r\n"  # every id is 12 digits: fixed-width rows
-        self._block_template: bytes | None = None
-        self._id_start = id_start
-        self._rows_count = rows_count
-        self._row_len = len(self._template.format("0" * 12).encode("utf-8"))
-        self._csv_len = len(self._header) + rows_count * self._row_len
-        if self._csv_len >= 0xFFFFFFFF:
-            raise ValueError("generated extracts are limited to 4 GiB (no ZIP64)")
-        self._name = member.encode("utf-8")
-        self._dos_time, self._dos_date = _dos_datetime(created)
-        self._crc: int | None = None
-        self._crc_lock = threading.Lock()
-        self._local_len = 30 + len(self._name)
-        self._central_len = 46 + len(self._name) + 22
-        self.size = self._local_len + self._csv_len + self._central_len
-
-    def _row_chunks(self, first_row: int, end_row: int) -> Iterator[bytes]:
-        """CSV bytes of rows [first_row, end_row), one chunk per block of ids."""
-        if self._block_template is None:
-            rows = (self._template.format(f"{self._HIGH}{low:04d}") for low in range(self._BLOCK))
-            self._block_template = "".join(rows).encode("utf-8")
-        first_id, end_id = self._id_start + first_row, self._id_start + end_row
-        for block in range(first_id // self._BLOCK, (end_id - 1) // self._BLOCK + 1):
-            base = block * self._BLOCK
-            data = self._block_template.replace(self._HIGH.encode(), b"%08d" % block)
-            lo, hi = max(first_id, base) - base, min(end_id, base + self._BLOCK) - base
-            yield data if (lo, hi) == (0, self._BLOCK) else data[lo * self._row_len : hi * self._row_len]
-
-    def _iter_csv(self, start: int, stop: int) -> Iterator[bytes]:
-        header_len = len(self._header)
-        if start < header_len:
-            yield self._header[start : min(stop, header_len)]
-            start = header_len
-        if start >= stop:
-            return
-        first_row = (start - header_len) // self._row_len
-        end_row = min(self._rows_count, math.ceil((stop - header_len) / self._row_len))
-        position = header_len + first_row * self._row_len
-        for chunk in self._row_chunks(first_row, end_row):
-            lo, hi = max(start, position) - position, min(stop, position + len(chunk)) - position
-            yield chunk if (lo, hi) == (0, len(chunk)) else chunk[lo:hi]
-            position += len(chunk)
-
-    def _crc32(self) -> int:
-        with self._crc_lock:
-            if self._crc is None:
-                # One pass on first download; headers need it, and it is cached afterwards.
-                crc = 0
-                for chunk in self._iter_csv(0, self._csv_len):
-                    crc = zlib.crc32(chunk, crc)
-                self._crc = crc
-            return self._crc
-
-    def _local_header(self) -> bytes:
-        size = self._csv_len
-        # signature, version needed, flags (UTF-8 names), method 0 = stored, time, date, crc, sizes, lengths
-        fields = (20, 0x800, 0, self._dos_time, self._dos_date, self._crc32(), size, size, len(self._name), 0)
-        return struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", *fields) + self._name
-
-    def _trailer(self) -> bytes:
-        size = self._csv_len
-        # made by, needed, flags, method, time, date, crc, sizes, name/extra/comment lengths, disk,
-        # internal attrs, external attrs (a regular 0644 file), offset of the local header (0).
-        fields = (20, 20, 0x800, 0, self._dos_time, self._dos_date, self._crc32(), size, size)
-        fields += (len(self._name), 0, 0, 0, 0, 0o100644 << 16, 0)
-        central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", *fields) + self._name
-        end = struct.pack(
-            "<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central), self._local_len + self._csv_len, 0
-        )
-        return central + end
-
-    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
-        segments: list[tuple[int, Callable[[int, int], Iterator[bytes]]]] = [
-            (self._local_len, lambda a, b: iter((self._local_header()[a:b],))),
-            (self._csv_len, self._iter_csv),
-            (self._central_len, lambda a, b: iter((self._trailer()[a:b],))),
-        ]
-        offset = 0
-        for length, produce in segments:
-            lo, hi = max(start, offset), min(stop, offset + length)
-            if lo < hi:
-                yield from produce(lo - offset, hi - offset)
-            offset += length
-
-
-def _dos_datetime(moment: datetime) -> tuple[int, int]:
-    moment = max(moment, datetime(1980, 1, 1, tzinfo=timezone.utc))
-    dos_time = moment.hour << 11 | moment.minute << 5 | moment.second // 2
-    dos_date = (moment.year - 1980) << 9 | moment.month << 5 | moment.day
-    return dos_time, dos_date
-
-
-def build_zip(members: list[tuple[str, bytes | str]], created: datetime) -> bytes:
-    """An in-memory deflated ZIP; member names are written verbatim (bad-input tests need `../x`)."""
-    buffer = io.BytesIO()
-    stamp = max(created, datetime(1980, 1, 1, tzinfo=timezone.utc)).timetuple()[:6]
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
-    return buffer.getvalue()
-
-
-def csv_bytes(columns: list[str], rows: list[dict[str, Any]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else str(row.get(c)) for c in columns])
-    return out.getvalue().encode("utf-8")
-
-
-def _make_source(
-    member: str,
-    columns: list[str],
-    rows: list[dict[str, Any]] | None,
-    rows_count: int | None,
-    row_id_start: int,
-    created: datetime,
-    zip_members: list[tuple[str, bytes | str]] | None,
-) -> ZipSource:
-    if zip_members is not None:
-        return BytesSource(build_zip(zip_members, created))
-    if rows_count is not None:
-        return GeneratedZip(member, columns, rows_count, row_id_start, created)
-    return BytesSource(build_zip([(member, csv_bytes(columns, rows or []))], created))
-
-
 # ===================================================================== data model
-@dataclass
-class BrightspaceClient:
-    """An OAuth2 app registration. `scopes=None` means it does not enforce scopes."""
-
-    client_id: str
-    client_secret: str = field(repr=False)
-    scopes: frozenset[str] | None = None
-    enabled: bool = True
-
-
 @dataclass
 class _Family:
     """Every token descended from one consent; reuse of a consumed refresh token may revoke it all."""
@@ -274,15 +110,6 @@ class _RefreshToken:
 class _AccessToken:
     family: _Family
     scopes: frozenset[str] | None
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class _Code:
-    client_id: str
-    redirect_uri: str
-    scopes: frozenset[str] | None
-    user_id: int
     expires_at: float
 
 
@@ -323,52 +150,6 @@ class BdsExtract:
         return self.source.size
 
 
-@dataclass(frozen=True)
-class SignedDownload:
-    """One request to the signed-download host. `had_authorization` must be False for a good client."""
-
-    data_set: str | None
-    bds_type: str | None
-    had_authorization: bool
-    status: int
-    range: str | None
-    at: datetime
-
-
-@dataclass
-class AdsDataSet:
-    data_set_id: str
-    name: str
-    columns: list[str]
-    rows: list[dict[str, Any]] | None = None
-    rows_count: int | None = None
-    category: str = "Users"
-    description: str = ""
-    filters: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "DataSetId": self.data_set_id,
-            "Name": self.name,
-            "Description": self.description,
-            "Category": self.category,
-            "Filters": self.filters,
-        }
-
-
-@dataclass
-class AdsJob:
-    job_id: str
-    data_set: AdsDataSet
-    filters: list[dict[str, Any]]
-    submitted: datetime
-    started: float  # time.monotonic()
-    duration: float
-    will_fail: bool = False
-    expired: bool = False
-    source: ZipSource | None = field(default=None, repr=False)
-
-
 _Handler = Callable[[Request, _AccessToken, dict[str, str]], Response]
 
 
@@ -380,20 +161,57 @@ class _Route:
     handler: _Handler
 
 
+BrightspaceClient = OAuthClient  # an OAuth2 app registration; the name stays importable from here
+
+
+def _code_scopes(client: OAuthClient, requested: frozenset[str]) -> Scopes:
+    # A client that enforces no scopes still has what it asked for written on its tokens.
+    return requested if client.scopes is not None else (requested or None)
+
+
+def _scope_allows(granted: Scopes, needed: tuple[str, ...]) -> bool:
+    """Scopes are group:resource:action; a `*` part in a granted scope matches anything."""
+    if granted is None:
+        return True  # the client does not enforce scopes
+    for want in needed:
+        want_parts = want.split(":")
+        for have in granted:
+            have_parts = have.split(":")
+            if len(have_parts) == len(want_parts) and all(
+                h in ("*", w) for h, w in zip(have_parts, want_parts, strict=True)
+            ):
+                return True
+    return False
+
+
+def _scopes_within(requested: frozenset[str], allowed: Scopes) -> bool:
+    """Each requested scope is covered by an allowed one (`datahub:dataexports:*` covers `...:read`)."""
+    return all(_scope_allows(allowed, (scope,)) for scope in requested)
+
+
+OAUTH_RULES = OAuthRules(
+    platform=BRIGHTSPACE,
+    display_name="Brightspace",
+    authorize_unknown_client=(400, "invalid_request", "unknown client"),
+    authorize_missing_redirect=(400, "invalid_request", "unknown client"),
+    redirect_descriptions={},  # Brightspace redirects with the bare error code
+    bad_client_description="unknown client or bad secret",
+    disabled_client=(400, "unauthorized_client", "client disabled"),
+    bad_code_description="invalid authorization code",
+    scopes_within=_scopes_within,
+    code_scopes=_code_scopes,
+)
+
+
 # ===================================================================== emulator
-class BrightspaceEmulator:
+class BrightspaceEmulator(OAuthServer):
     """Brightspace state and request handling; reach it as `LmsEmulator().brightspace`."""
 
     def __init__(self, emulator: LmsEmulator) -> None:
-        self._emu = emulator
-        self._lock = emulator.lock
-        self.clients: dict[str, BrightspaceClient] = {}
+        super().__init__(emulator, OAUTH_RULES, auth_user_id=169)
         self._families: list[_Family] = []
         self._refresh: dict[str, _RefreshToken] = {}
         self._access: dict[str, _AccessToken] = {}
-        self._codes: dict[str, _Code] = {}
-        self.auth_decision = "approve"  # or "deny"
-        self.auth_user_id = 169
         # Strict mode: presenting a consumed refresh token revokes every token of its family.
         self.revoke_family_on_reuse = True
         self.rate_limit_capacity = 10_000
@@ -407,9 +225,7 @@ class BrightspaceEmulator:
         # S3-style storage refuses a presigned URL that also carries an Authorization header.
         self.reject_signed_with_authorization = True
         self._extract_seq = 0
-        self._signing_key = secrets.token_bytes(32)
-        self._signed: dict[str, BdsExtract] = {}
-        self._signed_downloads: list[SignedDownload] = []
+        self._storage = SignedStorage(self._lock)
         self._truncate_next: int | None = None
         self.ads_data_sets: dict[str, AdsDataSet] = {}
         self.ads_jobs: dict[str, AdsJob] = {}
@@ -465,20 +281,6 @@ class BrightspaceEmulator:
         ]
 
     # ================================================================= setup API: OAuth
-    def register_client(
-        self,
-        client_id: str,
-        client_secret: str,
-        scopes: list[str] | None = None,
-        enabled: bool = True,
-    ) -> BrightspaceClient:
-        client = BrightspaceClient(
-            client_id, client_secret, None if scopes is None else frozenset(scopes), enabled
-        )
-        with self._lock:
-            self.clients[client_id] = client
-        return client
-
     def issue_tokens(
         self,
         client_id: str,
@@ -489,18 +291,11 @@ class BrightspaceEmulator:
     ) -> IssuedTokens:
         """Tokens as if the consent was done (scopes None = all of the client's scopes)."""
         with self._lock:
-            client = self.clients.get(client_id)
-            if client is None:
-                raise ValueError(f"unknown Brightspace client {client_id!r}")
+            client = self._client_to_issue(client_id)
             granted = client.scopes if scopes is None else frozenset(scopes)
             family = self._new_family(client_id, self.auth_user_id if user_id is None else user_id, granted)
             access, refresh, ttl = self._mint(family, granted, expires_in)
-            return IssuedTokens(
-                access_token=access,
-                refresh_token=refresh,
-                expires_at=datetime.fromtimestamp(self._access[access].expires_at, timezone.utc),
-                expires_in=ttl,
-            )
+            return issued_tokens(access, refresh, self._access[access].expires_at, ttl)
 
     def expire_access_tokens(self) -> None:
         with self._lock:
@@ -571,7 +366,7 @@ class BrightspaceEmulator:
                 raise ValueError(f"unknown data set {name!r}")
             cols = list(columns or data_set.columns)
             member = f"{name.replace(' ', '')}.csv"
-            source = _make_source(member, cols, rows, rows_count, row_id_start, created, zip_members)
+            source = make_source(member, cols, rows, rows_count, row_id_start, created, zip_members)
             self._extract_seq += 1
             extract = BdsExtract(
                 self._extract_seq, data_set, bds_type, created, cols, version or data_set.version, source
@@ -600,8 +395,7 @@ class BrightspaceEmulator:
 
     @property
     def signed_downloads(self) -> list[SignedDownload]:
-        with self._lock:
-            return list(self._signed_downloads)
+        return self._storage.downloads
 
     # ================================================================= setup API: ADS
     def add_ads_data_set(
@@ -624,15 +418,7 @@ class BrightspaceEmulator:
             rows_count=rows_count,
             category=category,
             description=description or f"The {name} advanced data set",
-            filters=[
-                {
-                    "Name": f["Name"],
-                    "Type": f.get("Type", 1),
-                    "Description": f.get("Description", ""),
-                    "DefaultValue": f.get("DefaultValue", ""),
-                }
-                for f in (filters or [])
-            ],
+            filters=filter_definitions(filters),
         )
         with self._lock:
             self.ads_data_sets[data_set.data_set_id] = data_set
@@ -648,30 +434,23 @@ class BrightspaceEmulator:
             self.ads_jobs[job_id].expired = True
 
     def reset_records(self) -> None:
-        with self._lock:
-            self._signed_downloads.clear()
+        self._storage.reset_records()
 
     def apply_seed(self, seed: dict[str, Any]) -> dict[str, IssuedTokens]:
-        for key in (
-            "revoke_family_on_reuse",
-            "rate_limit_capacity",
-            "rate_limit_window_seconds",
-            "page_size",
-            "retention_days",
-            "redirect_downloads",
-            "ads_job_seconds",
-            "ads_job_ttl_seconds",
-            "auth_decision",
-        ):
-            if key in seed:
-                setattr(self, key, seed[key])
-        for client in seed.get("clients", []):
-            self.register_client(
-                client["client_id"],
-                client["client_secret"],
-                client.get("scopes"),
-                enabled=client.get("enabled", True),
-            )
+        self._seed_settings(
+            seed,
+            (
+                "revoke_family_on_reuse",
+                "rate_limit_capacity",
+                "rate_limit_window_seconds",
+                "page_size",
+                "retention_days",
+                "redirect_downloads",
+                "ads_job_seconds",
+                "ads_job_ttl_seconds",
+            ),
+        )
+        self._seed_oauth(seed)
         now = utcnow()
         for spec in seed.get("data_sets", []):
             self.add_data_set(
@@ -755,13 +534,7 @@ class BrightspaceEmulator:
         }
         return text_response(status or 429, "Too Many Requests", headers)
 
-    # ----------------------------------------------------------------- OAuth2
-    def _token_error(
-        self, request: Request, status: int, error: str, description: str, state: str | None = None
-    ) -> Response:
-        self._emu.record_token_request(BRIGHTSPACE, request, status, error, state)
-        return json_response(status, {"error": error, "error_description": description})
-
+    # ----------------------------------------------------------------- OAuth2 grants
     def _token_body(self, family: _Family, scopes: frozenset[str] | None) -> dict[str, Any]:
         access, refresh, ttl = self._mint(family, scopes, None)
         return {
@@ -772,24 +545,8 @@ class BrightspaceEmulator:
             "scope": " ".join(sorted(scopes or ())),
         }
 
-    def _token(self, request: Request) -> Response:
-        client_id, secret = request.client_credentials()
-        grant_type = request.param("grant_type")
-        with self._lock:
-            client = self.clients.get(client_id or "")
-            if client is None or not secrets.compare_digest(
-                client.client_secret.encode(), (secret or "").encode()
-            ):
-                return self._token_error(request, 401, "invalid_client", "unknown client or bad secret")
-            if not client.enabled:
-                return self._token_error(request, 400, "unauthorized_client", "client disabled")
-            if grant_type == "refresh_token":
-                return self._refresh_grant(request, client)
-            if grant_type == "authorization_code":
-                return self._code_grant(request, client)
-            return self._token_error(request, 400, "unsupported_grant_type", f"{grant_type} is not supported")
-
-    def _refresh_grant(self, request: Request, client: BrightspaceClient) -> Response:
+    def _refresh_grant(self, request: Request, client: OAuthClient) -> Response:
+        # Brightspace refresh tokens are single use: each refresh answers a new one.
         token = self._refresh.get(request.param("refresh_token") or "")
         if token is None:
             return self._token_error(request, 400, "invalid_grant", "invalid refresh token", "unknown")
@@ -808,46 +565,11 @@ class BrightspaceEmulator:
                 request, 400, "invalid_scope", "scope exceeds the original grant", "live"
             )
         token.consumed = True  # single use: from here on only the new refresh token works
-        body = self._token_body(family, requested or family.scopes)
-        self._emu.record_token_request(BRIGHTSPACE, request, 200, None, "live")
-        return json_response(200, body)
+        return self._token_granted(request, self._token_body(family, requested or family.scopes), "live")
 
-    def _code_grant(self, request: Request, client: BrightspaceClient) -> Response:
-        code = self._codes.pop(request.param("code") or "", None)  # single use even when the exchange fails
-        if code is None or code.client_id != client.client_id or code.expires_at < time.time():
-            return self._token_error(request, 400, "invalid_grant", "invalid authorization code")
-        if request.param("redirect_uri") != code.redirect_uri:
-            return self._token_error(request, 400, "invalid_grant", "redirect_uri does not match")
+    def _code_grant(self, request: Request, client: OAuthClient, code: AuthCode) -> Response:
         family = self._new_family(client.client_id, code.user_id, code.scopes)
-        body = self._token_body(family, code.scopes)
-        self._emu.record_token_request(BRIGHTSPACE, request, 200)
-        return json_response(200, body)
-
-    def _authorize(self, request: Request) -> Response:
-        client_id = request.arg("client_id") or ""
-        redirect_uri = request.arg("redirect_uri")
-        state = request.arg("state")
-        with self._lock:
-            client = self.clients.get(client_id)
-            if client is None or not redirect_uri:
-                return json_response(400, {"error": "invalid_request", "error_description": "unknown client"})
-
-            def fail(error: str) -> Response:
-                return redirect_response(append_query(redirect_uri, {"error": error, "state": state}))
-
-            if request.arg("response_type") != "code":
-                return fail("unsupported_response_type")
-            if not client.enabled:
-                return fail("unauthorized_client")
-            requested = frozenset((request.arg("scope") or "").split())
-            if not _scopes_within(requested, client.scopes):
-                return fail("invalid_scope")
-            if self.auth_decision == "deny":
-                return fail("access_denied")
-            code = secrets.token_urlsafe(24)
-            scopes = requested if client.scopes is not None else (requested or None)
-            self._codes[code] = _Code(client_id, redirect_uri, scopes, self.auth_user_id, time.time() + 600)
-        return redirect_response(append_query(redirect_uri, {"code": code, "state": state}))
+        return self._token_granted(request, self._token_body(family, code.scopes))
 
     # ----------------------------------------------------------------- API plumbing
     def _api(self, request: Request) -> Response:
@@ -909,19 +631,7 @@ class BrightspaceEmulator:
     def _file_response(
         self, source: ZipSource, filename: str, status: int = 200, start: int = 0, stop: int | None = None
     ) -> Response:
-        stop = source.size if stop is None else stop
-        headers = {
-            "Content-Type": "application/zip",
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Accept-Ranges": "bytes",
-        }
-        return Response(
-            status,
-            headers=headers,
-            stream=source.iter_range(start, stop),
-            length=stop - start,
-            truncate_after=self._take_truncate(),
-        )
+        return file_response(source, filename, self._take_truncate(), status, start, stop)
 
     # ----------------------------------------------------------------- whoami
     def _whoami(self, request: Request, token: _AccessToken, params: dict[str, str]) -> Response:
@@ -1097,69 +807,23 @@ class BrightspaceEmulator:
     def _serve(self, extract: BdsExtract) -> Response:
         if not self.redirect_downloads:
             return self._file_response(extract.served, _filename(extract))
-        token = secrets.token_urlsafe(24)
-        expires = str(int(time.time()) + self.signed_url_ttl)
-        with self._lock:
-            self._signed[token] = extract
-        signature = self._sign(token, expires).decode()
-        return redirect_response(f"{self._emu.signed_url}/signed/{token}?expires={expires}&sig={signature}")
-
-    def _sign(self, token: str, expires: str) -> bytes:
-        return hmac.new(self._signing_key, f"{token}:{expires}".encode(), hashlib.sha256).hexdigest().encode()
+        return redirect_response(self._storage.url_for(extract, self._emu.signed_url, self.signed_url_ttl))
 
     def handle_signed(self, request: Request) -> Response:
         """The storage host a DownloadLink redirects to: no bearer token expected, Range supported."""
-        had_auth = request.header("authorization") is not None
-        match = re.fullmatch(r"/signed/([A-Za-z0-9_-]+)", request.path)
-        token = match.group(1) if match else ""
-        expires = request.arg("expires") or "0"
-        signature = (request.arg("sig") or "").encode()
-        with self._lock:
-            extract = self._signed.get(token)
-        response: Response
-        if request.method not in ("GET", "HEAD"):
-            response = _s3_error(405, "MethodNotAllowed", "The specified method is not allowed")
-        elif extract is None or not hmac.compare_digest(self._sign(token, expires), signature):
-            response = _s3_error(
-                403, "SignatureDoesNotMatch", "The request signature we calculated does not match"
-            )
-        elif not expires.isdigit() or int(expires) < time.time():
-            response = _s3_error(403, "AccessDenied", "Request has expired")
-        elif had_auth and self.reject_signed_with_authorization:
-            response = _s3_error(400, "InvalidArgument", "Only one auth mechanism allowed")
-        else:
-            response = self._ranged(request, extract.served, _filename(extract))
-        with self._lock:
-            self._signed_downloads.append(
-                SignedDownload(
-                    extract.data_set.name if extract else None,
-                    extract.bds_type if extract else None,
-                    had_auth,
-                    response.status,
-                    request.header("range"),
-                    utcnow(),
-                )
-            )
-        return response
+        return self._storage.handle(request, self.reject_signed_with_authorization, self._serve_signed)
 
-    def _ranged(self, request: Request, source: ZipSource, filename: str) -> Response:
+    def _serve_signed(self, request: Request, extract: BdsExtract) -> Response:
+        source, filename = extract.served, _filename(extract)
         header = request.header("range")
         if not header:
             return self._file_response(source, filename)
-        match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-        size = source.size
-        start: int | None = None
-        stop = size
-        if match and match.group(1):
-            start = int(match.group(1))
-            if match.group(2):
-                stop = min(size, int(match.group(2)) + 1)
-        elif match and match.group(2):
-            start = max(0, size - int(match.group(2)))  # suffix range: the last N bytes
-        if start is None or start >= size or stop <= start:
-            return Response(416, b"", {"Content-Range": f"bytes */{size}"})
+        span = byte_range(header, source.size)
+        if span is None:
+            return Response(416, b"", {"Content-Range": f"bytes */{source.size}"})
+        start, stop = span
         response = self._file_response(source, filename, 206, start, stop)
-        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{source.size}"
         return response
 
     # ----------------------------------------------------------------- ADS
@@ -1171,19 +835,13 @@ class BrightspaceEmulator:
         data_set = self.ads_data_sets.get(params["id"])
         return text_response(404, "Not Found") if data_set is None else json_response(200, data_set.to_json())
 
-    def _ads_status(self, job: AdsJob) -> int:
-        elapsed = time.monotonic() - job.started
-        if elapsed >= job.duration:
-            return ADS_STATUS_ERROR if job.will_fail else ADS_STATUS_COMPLETE
-        return ADS_STATUS_PROCESSING if elapsed >= job.duration / 3 else ADS_STATUS_QUEUED
-
     def _job_json(self, job: AdsJob) -> dict[str, Any]:
         return {
             "ExportJobId": job.job_id,
             "DataSetId": job.data_set.data_set_id,
             "Name": job.data_set.name,
             "SubmitDate": _iso(job.submitted),
-            "Status": self._ads_status(job),
+            "Status": job.status,
             "Category": job.data_set.category,
         }
 
@@ -1232,7 +890,7 @@ class BrightspaceEmulator:
             job = self.ads_jobs.get(params["id"])
             if job is None:
                 return text_response(404, "Not Found")
-            if self._ads_status(job) != ADS_STATUS_COMPLETE:
+            if job.status != ADS_STATUS_COMPLETE:
                 return text_response(404, "Export job is not complete")
             ttl = self.ads_job_ttl_seconds
             if job.expired or (ttl is not None and time.monotonic() - job.started > job.duration + ttl):
@@ -1240,29 +898,9 @@ class BrightspaceEmulator:
             if job.source is None:
                 ds = job.data_set
                 member = f"{ds.name.replace(' ', '')}.csv"
-                job.source = _make_source(member, ds.columns, ds.rows, ds.rows_count, 1, job.submitted, None)
+                job.source = make_source(member, ds.columns, ds.rows, ds.rows_count, 1, job.submitted, None)
             source = job.source
         return self._file_response(source, f"{job.data_set.name.replace(' ', '')}.zip")
-
-
-def _scope_allows(granted: frozenset[str] | None, needed: tuple[str, ...]) -> bool:
-    """Scopes are group:resource:action; a `*` part in a granted scope matches anything."""
-    if granted is None:
-        return True  # the client does not enforce scopes
-    for want in needed:
-        want_parts = want.split(":")
-        for have in granted:
-            have_parts = have.split(":")
-            if len(have_parts) == len(want_parts) and all(
-                h in ("*", w) for h, w in zip(have_parts, want_parts, strict=True)
-            ):
-                return True
-    return False
-
-
-def _scopes_within(requested: frozenset[str], allowed: frozenset[str] | None) -> bool:
-    """Each requested scope is covered by an allowed one (`datahub:dataexports:*` covers `...:read`)."""
-    return all(_scope_allows(allowed, (scope,)) for scope in requested)
 
 
 def _iso(moment: datetime) -> str:
@@ -1274,9 +912,3 @@ def _iso(moment: datetime) -> str:
 def _filename(extract: BdsExtract) -> str:
     stamp = extract.created.strftime("%Y%m%d%H%M%S")
     return f"{extract.data_set.name.replace(' ', '')}_{extract.bds_type}_{stamp}.zip"
-
-
-def _s3_error(status: int, code: str, message: str) -> Response:
-    body = '<?xml version="1.0" encoding="UTF-8"?>\n'
-    body += f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    return Response(status, body.encode(), {"Content-Type": "application/xml"})

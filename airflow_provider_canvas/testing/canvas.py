@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -23,11 +23,17 @@ from airflow_provider_canvas.testing.emulator import (
     IssuedTokens,
     Request,
     Response,
-    append_query,
     json_response,
-    redirect_response,
     text_response,
     utcnow,
+)
+from airflow_provider_canvas.testing.oauth import (
+    AuthCode,
+    OAuthClient,
+    OAuthRules,
+    OAuthServer,
+    Scopes,
+    issued_tokens,
 )
 
 if TYPE_CHECKING:
@@ -41,17 +47,39 @@ USER_NOT_AUTHORIZED = {
 }
 UNAUTHENTICATED = {"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}
 SSO_KEYS = ("login_handle_name", "change_password_url", "auth_discovery_url", "unknown_user_url")
-CODE_TTL_SECONDS = 600
+
+CanvasClient = OAuthClient  # a developer key; the name stays importable from here
 
 
-@dataclass
-class CanvasClient:
-    """A developer key. `scopes=None` means the key does not enforce scopes."""
+def _scopes_subset(requested: frozenset[str], allowed: Scopes) -> bool:
+    """Canvas matches developer-key scopes exactly: no wildcards."""
+    return allowed is None or requested <= allowed
 
-    client_id: str
-    client_secret: str = field(repr=False)
-    scopes: frozenset[str] | None = None
-    enabled: bool = True
+
+def _code_scopes(client: OAuthClient, requested: frozenset[str]) -> Scopes:
+    # A scope-enforcing key's token gets exactly what was asked for, even if that is nothing.
+    return requested if client.scopes is not None else None
+
+
+OAUTH_RULES = OAuthRules(
+    platform=CANVAS,
+    display_name="Canvas",
+    authorize_unknown_client=(401, "invalid_client", "unknown client"),
+    authorize_missing_redirect=(400, "invalid_request", "redirect_uri required"),
+    redirect_descriptions={
+        "unsupported_response_type": "response_type must be code",
+        "unauthorized_client": "Client does not have access to the specified Canvas account",
+        "invalid_scope": "A requested scope is invalid, unknown, malformed, or exceeds the scope granted "
+        "by the resource owner.",
+        "access_denied": "The user denied the request",
+    },
+    bad_client_description="unknown client",
+    # Canvas answers a disabled developer key with 401 invalid_client, as for a bad secret.
+    disabled_client=(401, "invalid_client", "client not enabled for this account"),
+    bad_code_description="authorization_code not found",
+    scopes_within=_scopes_subset,
+    code_scopes=_code_scopes,
+)
 
 
 @dataclass
@@ -70,15 +98,6 @@ class _Grant:
     # The rate-limit bucket belongs to the row, so refreshes (cost 200) drain the same bucket.
     bucket_level: float = 0.0
     bucket_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class _Code:
-    client_id: str
-    redirect_uri: str | None
-    scopes: frozenset[str] | None
-    user_id: int
-    expires_at: float
 
 
 @dataclass(slots=True)
@@ -130,20 +149,15 @@ class _Route:
     handler: _Handler
 
 
-class CanvasEmulator:
+class CanvasEmulator(OAuthServer):
     """Canvas state and request handling; reach it as `LmsEmulator().canvas`."""
 
     def __init__(self, emulator: LmsEmulator) -> None:
-        self._emu = emulator
-        self._lock = emulator.lock
-        self.clients: dict[str, CanvasClient] = {}
+        super().__init__(emulator, OAUTH_RULES, auth_user_id=1)
         self._grants: list[_Grant] = []
         self._by_refresh: dict[str, _Grant] = {}
         # Superseded access tokens stay mapped so they answer "Invalid access token." like Canvas.
         self._by_access: dict[str, _Grant] = {}
-        self._codes: dict[str, _Code] = {}
-        self.auth_decision = "approve"  # or "deny": the authorize endpoint answers access_denied
-        self.auth_user_id = 1  # the user who "consents" on the authorize endpoint
         self.users: dict[int, str] = {}
         self.unauthorized_users: set[int] = set()  # users who are not account admins
         self.per_page_default = 10
@@ -203,20 +217,6 @@ class CanvasEmulator:
         ]
 
     # ================================================================= setup API
-    def register_client(
-        self,
-        client_id: str,
-        client_secret: str,
-        scopes: list[str] | None = None,
-        enabled: bool = True,
-    ) -> CanvasClient:
-        client = CanvasClient(
-            client_id, client_secret, None if scopes is None else frozenset(scopes), enabled
-        )
-        with self._lock:
-            self.clients[client_id] = client
-        return client
-
     def issue_tokens(
         self,
         client_id: str,
@@ -227,18 +227,16 @@ class CanvasEmulator:
     ) -> IssuedTokens:
         """Tokens as if the authorization-code dance was done (scopes None = all of the key's scopes)."""
         with self._lock:
-            client = self.clients.get(client_id)
-            if client is None:
-                raise ValueError(f"unknown Canvas client {client_id!r}")
+            client = self._client_to_issue(client_id)
             granted = client.scopes if scopes is None else frozenset(scopes)
             if client.scopes is not None and granted is not None and not granted <= client.scopes:
                 raise ValueError("requested scopes are not a subset of the developer key's scopes")
             grant = self._new_grant(client_id, user_id, granted, expires_in)
-            return IssuedTokens(
-                access_token=grant.access_token,
-                refresh_token=grant.refresh_token,
-                expires_at=datetime.fromtimestamp(grant.expires_at, timezone.utc),
-                expires_in=int(expires_in if expires_in is not None else self._emu.access_token_ttl),
+            return issued_tokens(
+                grant.access_token,
+                grant.refresh_token,
+                grant.expires_at,
+                int(expires_in if expires_in is not None else self._emu.access_token_ttl),
             )
 
     def add_account(
@@ -305,24 +303,18 @@ class CanvasEmulator:
             self._sso_writes.clear()
 
     def apply_seed(self, seed: dict[str, Any]) -> dict[str, IssuedTokens]:
-        for key in (
-            "per_page_default",
-            "per_page_clamp",
-            "include_last_link",
-            "throttle_status",
-            "bucket_capacity",
-            "bucket_drain_per_second",
-            "auth_decision",
-        ):
-            if key in seed:
-                setattr(self, key, seed[key])
-        for client in seed.get("clients", []):
-            self.register_client(
-                client["client_id"],
-                client["client_secret"],
-                client.get("scopes"),
-                enabled=client.get("enabled", True),
-            )
+        self._seed_settings(
+            seed,
+            (
+                "per_page_default",
+                "per_page_clamp",
+                "include_last_link",
+                "throttle_status",
+                "bucket_capacity",
+                "bucket_drain_per_second",
+            ),
+        )
+        self._seed_oauth(seed)
         tree = seed.get("account_tree")
         if isinstance(tree, int):
             tree = {"count": tree}
@@ -431,33 +423,9 @@ class CanvasEmulator:
             headers["Retry-After"] = str(retry_after)
         return text_response(status, "Rate Limit Exceeded", headers)
 
-    # ----------------------------------------------------------------- OAuth2
-    def _token_error(
-        self, request: Request, status: int, error: str, description: str, state: str | None = None
-    ) -> Response:
-        self._emu.record_token_request(CANVAS, request, status, error, state)
-        return json_response(status, {"error": error, "error_description": description})
-
-    def _token(self, request: Request) -> Response:
-        client_id, secret = request.client_credentials()
-        grant_type = request.param("grant_type")
-        with self._lock:
-            client = self.clients.get(client_id or "")
-            if client is None or not secrets.compare_digest(
-                client.client_secret.encode(), (secret or "").encode()
-            ):
-                return self._token_error(request, 401, "invalid_client", "unknown client")
-            if not client.enabled:
-                return self._token_error(
-                    request, 401, "invalid_client", "client not enabled for this account"
-                )
-            if grant_type == "refresh_token":
-                return self._refresh(request, client)
-            if grant_type == "authorization_code":
-                return self._exchange_code(request, client)
-            return self._token_error(request, 400, "unsupported_grant_type", f"{grant_type} is not supported")
-
-    def _refresh(self, request: Request, client: CanvasClient) -> Response:
+    # ----------------------------------------------------------------- OAuth2 grants
+    def _refresh_grant(self, request: Request, client: OAuthClient) -> Response:
+        # Canvas refresh tokens do not rotate: the same one keeps working until the grant is revoked.
         grant = self._by_refresh.get(request.param("refresh_token") or "")
         if grant is None or grant.revoked or grant.client_id != client.client_id:
             state = "unknown" if grant is None else "revoked" if grant.revoked else "live"
@@ -466,47 +434,32 @@ class CanvasEmulator:
         grant.expires_at = time.time() + self._emu.access_token_ttl
         self._by_access[grant.access_token] = grant
         self._charge_token_call(grant)
-        self._emu.record_token_request(CANVAS, request, 200, None, "live")
-        return json_response(
-            200,
-            {
-                "access_token": grant.access_token,
-                "token_type": "Bearer",
-                "user": self._user_json(grant.user_id),
-                "canvas_region": "us-east-1",
-                "expires_in": self._emu.access_token_ttl,
-            },
-        )
+        return self._token_granted(request, self._token_body(grant, with_refresh_token=False), "live")
 
     def _charge_token_call(self, grant: _Grant) -> None:
         self._charge(grant, 0.0)  # drain first
         grant.bucket_level += self.token_request_cost
 
-    def _exchange_code(self, request: Request, client: CanvasClient) -> Response:
-        # Codes are single-use: popped before any check, so a failed exchange burns it too.
-        code = self._codes.pop(request.param("code") or "", None)
-        if code is None or code.client_id != client.client_id or code.expires_at < time.time():
-            return self._token_error(request, 400, "invalid_grant", "authorization_code not found")
-        if code.redirect_uri is not None and request.param("redirect_uri") != code.redirect_uri:
-            return self._token_error(request, 400, "invalid_grant", "redirect_uri does not match")
+    def _token_body(self, grant: _Grant, *, with_refresh_token: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": grant.access_token,
+            "token_type": "Bearer",
+            "user": self._user_json(grant.user_id),
+            "canvas_region": "us-east-1",
+        }
+        if with_refresh_token:
+            body["refresh_token"] = grant.refresh_token
+        body["expires_in"] = self._emu.access_token_ttl
+        return body
+
+    def _code_grant(self, request: Request, client: OAuthClient, code: AuthCode) -> Response:
         if request.param("replace_tokens") in ("1", "true"):
             for other in self._grants:
                 if other.client_id == client.client_id and other.user_id == code.user_id:
                     other.revoked = True
         grant = self._new_grant(client.client_id, code.user_id, code.scopes, None)
         self._charge_token_call(grant)
-        self._emu.record_token_request(CANVAS, request, 200)
-        return json_response(
-            200,
-            {
-                "access_token": grant.access_token,
-                "token_type": "Bearer",
-                "user": self._user_json(grant.user_id),
-                "canvas_region": "us-east-1",
-                "refresh_token": grant.refresh_token,
-                "expires_in": self._emu.access_token_ttl,
-            },
-        )
+        return self._token_granted(request, self._token_body(grant, with_refresh_token=True))
 
     def _logout(self, request: Request) -> Response:
         with self._lock:
@@ -515,53 +468,6 @@ class CanvasEmulator:
                 return grant
             grant.revoked = True
         return json_response(200, {})
-
-    def _authorize(self, request: Request) -> Response:
-        client_id = request.arg("client_id") or ""
-        redirect_uri = request.arg("redirect_uri")
-        state = request.arg("state")
-        with self._lock:
-            client = self.clients.get(client_id)
-            # Errors Canvas cannot send back to an untrusted redirect_uri are rendered directly.
-            if client is None:
-                return json_response(401, {"error": "invalid_client", "error_description": "unknown client"})
-            if not redirect_uri:
-                return json_response(
-                    400, {"error": "invalid_request", "error_description": "redirect_uri required"}
-                )
-
-            def fail(error: str, description: str) -> Response:
-                return redirect_response(
-                    append_query(
-                        redirect_uri, {"error": error, "error_description": description, "state": state}
-                    )
-                )
-
-            if request.arg("response_type") != "code":
-                return fail("unsupported_response_type", "response_type must be code")
-            if not client.enabled:
-                return fail(
-                    "unauthorized_client", "Client does not have access to the specified Canvas account"
-                )
-            requested = frozenset((request.arg("scope") or "").split())
-            if client.scopes is not None and not requested <= client.scopes:
-                return fail(
-                    "invalid_scope",
-                    "A requested scope is invalid, unknown, malformed, or exceeds the scope granted "
-                    "by the resource owner.",
-                )
-            if self.auth_decision == "deny":
-                return fail("access_denied", "The user denied the request")
-            code = secrets.token_urlsafe(24)
-            self._codes[code] = _Code(
-                client_id,
-                redirect_uri,
-                # A scope-enforcing key's token gets exactly what was asked for, even if that is nothing.
-                requested if client.scopes is not None else None,
-                self.auth_user_id,
-                time.time() + CODE_TTL_SECONDS,
-            )
-        return redirect_response(append_query(redirect_uri, {"code": code, "state": state}))
 
     # ----------------------------------------------------------------- API
     def _authenticate(self, request: Request) -> _Grant | Response:

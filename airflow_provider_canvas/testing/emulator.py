@@ -276,10 +276,11 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("emulator error on %s %s", request.method, redact_path(request.path))
             response = text_response(500, "emulator internal error")
-        self._write(request, response)
+        # Logged before the body goes out: a client that has the response can rely on the line.
         log.log(
             emulator.request_log_level, "%s %s %s", request.method, redact_path(request.path), response.status
         )
+        self._write(request, response)
 
     def _write(self, request: Request, response: Response) -> None:
         self.send_response(response.status)
