@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 
+import pendulum
 import requests
 from airflow.sdk import BaseHook
 from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
@@ -19,6 +21,7 @@ from airflow_provider_canvas.exceptions import (
     LmsApiError,
     LmsAuthError,
     LmsConfigurationError,
+    LmsError,
     LmsNotFoundError,
     LmsPermissionError,
     LmsThrottledError,
@@ -42,12 +45,29 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
+#: Why a token request that failed in transit is not sent again, by grant type.
+_MAY_HAVE_BEEN_USED = {
+    "refresh_token": "The refresh token may have been used; if the next refresh reports invalid_grant, "
+    "authorize the connection again.",
+    "authorization_code": "The authorization code may have been used: run the authorization again.",
+}
+
+
 def _never_sent(err: requests.RequestException) -> bool:
     """True when the request cannot have reached the server (safe to send again)."""
     if isinstance(err, requests.ConnectTimeout):
         return True
     reason = getattr(err.args[0], "reason", None) if err.args else None
     return isinstance(reason, NewConnectionError)
+
+
+@dataclass(frozen=True)
+class AccessTokenCheck:
+    """What one request with a stored access token showed. Holds no token."""
+
+    works: bool
+    detail: str
+    expires_at: pendulum.DateTime | None = None
 
 
 class LmsHook(BaseHook):
@@ -77,9 +97,15 @@ class LmsHook(BaseHook):
         max_retries: int = 5,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
+        **conn_id_by_name: str,
     ) -> None:
         super().__init__()
-        self.conn_id = conn_id or getattr(self, "default_conn_name")  # noqa: B009
+        # Airflow builds a hook as ``Hook(canvas_conn_id=...)`` (``conn_name_attr``), e.g. for the
+        # connection form's Test button.
+        named = conn_id_by_name.pop(self.conn_name_attr, None)
+        if conn_id_by_name:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(conn_id_by_name)}")
+        self.conn_id = conn_id or named or getattr(self, "default_conn_name")  # noqa: B009
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
@@ -314,19 +340,155 @@ class LmsHook(BaseHook):
                     return str(body[key])[:300]
         return str(body)[:300]
 
+    # Checks that never refresh ----------------------------------------------------------------
+    # Airflow's Test button runs on an in-memory copy of the connection: a refresh there would
+    # spend a single-use Brightspace refresh token (or end the Canvas access token the tasks hold)
+    # and save the new tokens where nobody reads them. So checks use the stored access token only.
+
+    @property
+    def whoami_path(self) -> str:
+        """A cheap GET that any valid token may call."""
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The connection form's Test button: does the API accept the stored access token?"""
+        try:
+            tokens = TokenSet.from_extra(self.connection.extra_dejson, self.platform)
+            check = self.check_access_token(tokens)
+        except (LmsError, ValueError) as err:
+            return False, str(err)
+        finally:
+            self.close()
+        if check.works:
+            return True, check.detail
+        return False, (
+            f"{check.detail}. This test never refreshes tokens (it runs on a copy of the connection, "
+            "where a new refresh token would be lost); a task refreshes and saves them, e.g. the "
+            "lms_token_keepalive DAG. `canvas-oauth check` reports more."
+        )
+
+    def check_access_token(self, tokens: TokenSet) -> AccessTokenCheck:
+        """One request with ``tokens.access_token``: no refresh, no retry, nothing saved."""
+        expires_at = tokens.expires_at
+        if not tokens.access_token:
+            return AccessTokenCheck(False, f"connection {self.conn_id!r} holds no access token", expires_at)
+        if expires_at is not None and expires_at <= pendulum.now("UTC"):
+            return AccessTokenCheck(
+                False, f"the stored access token expired at {expires_at.to_iso8601_string()}", expires_at
+            )
+        where = f"GET {redact_url(self.base_url + self.whoami_path)}"
+        try:
+            response = self.send_with_access_token("GET", self.whoami_path, tokens.access_token)
+        except requests.RequestException as err:
+            return AccessTokenCheck(False, f"{where} failed: {type(err).__name__}", expires_at)
+        with response:
+            said = self._error_message(response) if response.status_code >= 400 else ""
+            if response.status_code == 401 and "WWW-Authenticate" in response.headers:
+                return AccessTokenCheck(
+                    False, f"{self.hook_name} refused the stored access token ({said})", expires_at
+                )
+            if self._is_throttled(response) or response.status_code >= 500:
+                return AccessTokenCheck(
+                    False, f"{where}: HTTP {response.status_code}, the token could not be checked", expires_at
+                )
+            until = f", valid until {expires_at.to_iso8601_string()}" if expires_at else ""
+            if response.ok:
+                try:
+                    who = self._describe_user(response.json())
+                except ValueError:
+                    who = "user unknown"
+                return AccessTokenCheck(
+                    True, f"{self.hook_name} accepts the stored access token ({who}{until})", expires_at
+                )
+            # 401 without WWW-Authenticate, 403, 404: the token is valid, only this call is not allowed.
+            return AccessTokenCheck(
+                True,
+                f"{self.hook_name} accepts the stored access token{until} "
+                f"({where} itself was refused: {said})",
+                expires_at,
+            )
+
+    def send_with_access_token(
+        self, method: str, path: str, access_token: str, *, params: Mapping[str, Any] | None = None
+    ) -> requests.Response:
+        """One request with the given access token, as it is: for checks, never for work."""
+        return self.session.request(
+            method,
+            urljoin(self.base_url + "/", path.lstrip("/")),
+            params=params,
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
+
+    @property
+    def authorization_endpoint(self) -> str:
+        """Where a person consents (OAuth2 authorization endpoint)."""
+        raise NotImplementedError
+
+    def authorization_params(self) -> dict[str, str]:
+        """Platform-specific parameters of the authorization URL."""
+        return {}
+
+    def _describe_user(self, body: Any) -> str:
+        """Who the token belongs to, from the whoami answer."""
+        return "user unknown"
+
     # Tokens -----------------------------------------------------------------------------------
 
     def _request_tokens(self, current: TokenSet) -> TokenSet:
         """One refresh_token grant (called by the lifecycle under the refresh lock)."""
+        response = self._token_grant(
+            "refresh_token",
+            single_use=self.single_use_refresh_tokens,
+            refresh_token=current.refresh_token,
+            scope=self.refresh_scope,
+        )
+        return TokenSet.from_token_response(response, previous=current)
+
+    def exchange_authorization_code(
+        self, code: str, *, redirect_uri: str, replace_tokens: bool = False
+    ) -> tuple[TokenSet, dict[str, Any]]:
+        """The authorization_code grant that ends a person's consent: the connection's first tokens.
+
+        Returns the tokens and the response's other fields (Canvas ``user``, Brightspace ``scope``).
+        ``replace_tokens`` (Canvas) destroys the user's other tokens of this developer key. A code
+        works once, so a request that may have reached the server is never sent again. Nothing is
+        saved here: the caller stores the tokens.
+        """
+        fields: dict[str, Any] = {"code": code, "redirect_uri": redirect_uri}
+        if replace_tokens:
+            fields["replace_tokens"] = "1"
+        response = self._token_grant("authorization_code", single_use=True, **fields)
+        tokens = TokenSet.from_token_response(response, previous=TokenSet())
+        from airflow.sdk.log import mask_secret
+
+        for secret in (tokens.access_token, tokens.refresh_token):
+            if secret:
+                mask_secret(secret)
+        details = {key: value for key, value in response.items() if "token" not in key}
+        return tokens, details
+
+    def _token_grant(self, grant_type: str, *, single_use: bool, **body_fields: Any) -> dict[str, Any]:
+        """POST one grant to the token endpoint; return the parsed token response.
+
+        ``single_use``: the grant dies when the server sees it (a Brightspace refresh token, any
+        authorization code), so a request that may have reached the server is not sent again.
+        """
         conn = self.connection
         client = WebApplicationClient(conn.login)
         if self.token_client_auth == "basic":
             auth, credentials = HTTPBasicAuth(conn.login, conn.password), {}
         else:
             auth, credentials = None, {"client_id": conn.login, "client_secret": conn.password}
-        body = client.prepare_refresh_body(
-            refresh_token=current.refresh_token, scope=self.refresh_scope, **credentials
-        )
+        if grant_type == "refresh_token":
+            body = client.prepare_refresh_body(**body_fields, **credentials)
+        else:
+            body = client.prepare_request_body(
+                include_client_id="client_id" in credentials,
+                client_secret=credentials.get("client_secret"),
+                **body_fields,
+            )
         where = f"POST {redact_url(self.token_url)}"
         attempt = 0
         while True:
@@ -340,30 +502,27 @@ class LmsHook(BaseHook):
                     timeout=self.timeout,
                 )
             except requests.RequestException as err:
-                retryable = _never_sent(err) or not self.single_use_refresh_tokens
+                retryable = _never_sent(err) or not single_use
                 if attempt > self.max_retries or not retryable:
                     raise LmsUnavailableError(
                         f"{where} failed: {type(err).__name__}. "
-                        + (
-                            ""
-                            if retryable
-                            else "The refresh token may have been used; if the next "
-                            "refresh reports invalid_grant, authorize the connection again."
-                        ),
+                        + ("" if retryable else _MAY_HAVE_BEEN_USED[grant_type]),
                         status=0,
                         url=redact_url(self.token_url),
                     ) from None
                 self._wait(self._backoff(attempt), f"{where}: {type(err).__name__}")
                 continue
-            retry_5xx = response.status_code >= 500 and not self.single_use_refresh_tokens
+            retry_5xx = response.status_code >= 500 and not single_use
             if (self._is_throttled(response) or retry_5xx) and attempt <= self.max_retries:
                 delay = self._retry_after(response) or self._backoff(attempt)
                 self._wait(delay, f"{where}: HTTP {response.status_code}")
                 continue
             break
-        return TokenSet.from_token_response(self._parse_token_response(response, where), previous=current)
+        return self._parse_token_response(response, where, grant_type)
 
-    def _parse_token_response(self, response: requests.Response, where: str) -> dict[str, Any]:
+    def _parse_token_response(
+        self, response: requests.Response, where: str, grant_type: str = "refresh_token"
+    ) -> dict[str, Any]:
         client = WebApplicationClient(self.connection.login)
         try:
             return dict(client.parse_request_body_response(response.text))
@@ -375,16 +534,26 @@ class LmsHook(BaseHook):
                     url=redact_url(self.token_url),
                 ) from None
             raise LmsAuthError(
-                self._token_error_message(err.error, err.description, response.status_code),
+                self._token_error_message(err.error, err.description, response.status_code, grant_type),
                 error=err.error,
                 status=response.status_code,
             ) from None
 
-    def _token_error_message(self, error: str, description: str | None, status: int) -> str:
-        what = (
-            f"{self.hook_name} refused to refresh the tokens of connection {self.conn_id!r} "
-            f"(HTTP {status} {error}: {description or 'no description'})."
-        )
+    def _token_error_message(
+        self, error: str, description: str | None, status: int, grant_type: str = "refresh_token"
+    ) -> str:
+        said = f"(HTTP {status} {error}: {description or 'no description'})."
+        if grant_type == "authorization_code":
+            what = f"{self.hook_name} refused the authorization code for connection {self.conn_id!r} {said}"
+            if error == "invalid_client":
+                return f"{what} Check the client ID and client secret."
+            if error == "invalid_grant":
+                return (
+                    f"{what} The code was already used, expired, or was issued for another redirect "
+                    "URI: run the authorization again."
+                )
+            return what
+        what = f"{self.hook_name} refused to refresh the tokens of connection {self.conn_id!r} {said}"
         if error == "invalid_client":
             return f"{what} Check the client ID (login) and client secret (password)."
         if error in ("invalid_grant", "invalid_request"):

@@ -20,8 +20,6 @@ from airflow_provider_canvas.exceptions import (
     LmsConfigurationError,
     LmsError,
     LmsNotFoundError,
-    LmsThrottledError,
-    LmsUnavailableError,
 )
 from airflow_provider_canvas.hooks.base import LmsHook, redact_url
 
@@ -161,6 +159,20 @@ class BrightspaceHook(LmsHook):
     @property
     def refresh_scope(self) -> str:
         return self.extra("scopes", DEFAULT_SCOPES)
+
+    @property
+    def authorization_endpoint(self) -> str:
+        # D2L serves consent and tokens on one host: /oauth2/auth beside /core/connect/token.
+        return self.extra("auth_url") or urljoin(self.token_url, "/oauth2/auth")
+
+    @property
+    def whoami_path(self) -> str:
+        return self.lp_path("users/whoami")
+
+    def _describe_user(self, body: Any) -> str:
+        if not isinstance(body, dict):
+            return "user unknown"
+        return f"user {body.get('UniqueName')!r}, id {body.get('Identifier')}"
 
     @property
     def lp_version(self) -> str:
@@ -540,42 +552,11 @@ class BrightspaceHook(LmsHook):
         return self.get_json(self.lp_path(f"dataExport/jobs/{job_id}"), scope=SCOPE_ADS_FETCH)
 
     async def aget_export_job(self, job_id: str) -> dict[str, Any]:
-        """:meth:`get_export_job` for triggers: HTTP through httpx, token handling in a thread.
+        """:meth:`get_export_job` for triggers, run in a thread so the event loop never blocks.
 
-        A 401 with ``WWW-Authenticate`` refreshes the token once; throttling and 5xx raise
-        :class:`~airflow_provider_canvas.exceptions.LmsThrottledError` /
-        :class:`~airflow_provider_canvas.exceptions.LmsUnavailableError` for the caller to poll again.
+        One HTTP layer serves both: retries, throttling and token refreshes behave as in tasks.
         """
-        import httpx
-
-        def prepare() -> tuple[str, str]:
-            # Reading the connection and refreshing tokens block: keep them off the event loop.
-            return self._api_url(self.lp_path(f"dataExport/jobs/{job_id}")), self.tokens.access_token()
-
-        for attempt in (1, 2):
-            url, access_token = await asyncio.to_thread(prepare)
-            timeout = httpx.Timeout(self.timeout[1], connect=self.timeout[0])
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                try:
-                    reply = await client.get(
-                        url, headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
-                    )
-                except httpx.HTTPError as err:
-                    raise LmsUnavailableError(
-                        f"GET {redact_url(url)} failed: {type(err).__name__}", status=0, url=redact_url(url)
-                    ) from None
-            if reply.status_code == 401 and "WWW-Authenticate" in reply.headers and attempt == 1:
-                await asyncio.to_thread(self.tokens.reject, access_token)
-                continue
-            response = _as_requests_response(reply)
-            if self._is_throttled(response):
-                raise LmsThrottledError(
-                    f"GET {redact_url(url)} throttled", status=reply.status_code, url=redact_url(url)
-                )
-            if reply.status_code >= 400:
-                raise self._error(response, "GET", url, SCOPE_ADS_FETCH)
-            return reply.json()
-        raise AssertionError("unreachable")
+        return await asyncio.to_thread(self.get_export_job, job_id)
 
     def download_export(
         self, job_id: str, destination: str | os.PathLike[str], **options: Any
@@ -593,17 +574,6 @@ class BrightspaceHook(LmsHook):
                 f"export job {job_id} cannot be downloaded: it is unknown, not complete, expired or deleted "
                 f"({err}). Create a new export job."
             ) from None
-
-
-def _as_requests_response(reply: Any) -> requests.Response:
-    """An httpx response in the shape the shared error handling reads."""
-    response = requests.Response()
-    response.status_code = reply.status_code
-    response._content = reply.content
-    response.headers.update(reply.headers)
-    response.reason = reply.reason_phrase
-    response.url = str(reply.url)
-    return response
 
 
 def _describe(err: BaseException) -> str:

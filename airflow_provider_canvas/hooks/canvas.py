@@ -111,6 +111,50 @@ class CanvasHook(LmsHook):
     def token_url(self) -> str:
         return f"{self.base_url}/login/oauth2/token"
 
+    # Authorization and checks -----------------------------------------------------------------
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return f"{self.base_url}/login/oauth2/auth"
+
+    def authorization_params(self) -> dict[str, str]:
+        # Shown beside the token in the user's Approved Integrations, so the person can tell it apart.
+        return {"purpose": f"Airflow connection {self.conn_id}"}
+
+    @property
+    def whoami_path(self) -> str:
+        return "/api/v1/users/self"
+
+    def _describe_user(self, body: Any) -> str:
+        return f"user {body.get('name')!r}, id {body.get('id')}" if isinstance(body, dict) else "user unknown"
+
+    def probe_scope(self, scope: str, access_token: str) -> tuple[bool | None, str]:
+        """Whether ``access_token`` holds the developer-key ``scope``, and what the probe showed.
+
+        A GET of the scope's path with every ``:param`` as ``self`` (one item per page): Canvas
+        checks scopes before it looks anything up, so every answer but "Insufficient scopes" means
+        granted. Other verbs are not probed, since a check never writes: ``None``.
+        """
+        verb, _, path = scope.removeprefix("url:").partition("|")
+        if verb != "GET":
+            return None, "not probed: a check sends no writes"
+        probe_path = "/".join("self" if part.startswith(":") else part for part in path.split("/"))
+        try:
+            response = self.send_with_access_token("GET", probe_path, access_token, params={"per_page": 1})
+        except requests.RequestException as err:
+            return None, f"GET {probe_path} failed: {type(err).__name__}"
+        with response:
+            said = self._error_message(response) if response.status_code >= 400 else ""
+        if response.status_code == 401 and "WWW-Authenticate" in response.headers:
+            return None, f"the access token was refused ({said})"
+        if response.status_code == 401 and "scope" in said.lower():
+            return False, f"Canvas said: {said}"
+        if response.status_code in (401, 403) and not self._is_throttled(response):
+            return True, f"the user who authorized lacks the permission (Canvas said: {said})"
+        if response.status_code >= 500 or self._is_throttled(response):
+            return None, f"HTTP {response.status_code}: could not tell"
+        return True, "probed"
+
     # API --------------------------------------------------------------------------------------
 
     def paginate(

@@ -1,0 +1,13 @@
+"""``canvas-oauth``: first tokens for a Canvas or Brightspace connection, the scopes the DAGs need, checks.
+
+Run ``canvas-oauth --help``; the entry point is :func:`airflow_provider_canvas.cli.main.main`.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_canvas.hooks.base import LmsHook
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.hooks.canvas import CanvasHook
+
+#: The hook of each connection type.
+HOOK_CLASSES: dict[str, type[LmsHook]] = {"canvas": CanvasHook, "brightspace": BrightspaceHook}
