@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 # Airflow reads its configuration at import time: point it at a private home first.
 _HOME = Path(tempfile.mkdtemp(prefix="canvas-provider-tests-"))
 os.environ.update(
@@ -17,6 +19,8 @@ os.environ.update(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
         "AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(_HOME / "canvas_provider"),
         "AIRFLOW__CANVAS_PROVIDER__LOCK_TIMEOUT_SECONDS": "60",
+        # One key for this process and the subprocesses it starts, so all read each other's secrets.
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
     }
 )
 

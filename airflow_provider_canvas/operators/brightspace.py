@@ -18,6 +18,13 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 from airflow_provider_canvas.hooks.brightspace import (
+    SCOPE_ADS_CREATE,
+    SCOPE_ADS_DOWNLOAD,
+    SCOPE_ADS_FETCH,
+    SCOPE_ADS_LIST,
+    SCOPE_BDS_DOWNLOAD,
+    SCOPE_BDS_LIST,
+    SCOPE_BDS_LIST_LEGACY,
     BdsDataSet,
     BdsExtract,
     BrightspaceHook,
@@ -97,6 +104,8 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("data_sets", "full")
+    #: OAuth scopes the calls need (the listing scope depends on the connection's ``bds_api``).
+    required_scopes: tuple[str, ...] = (SCOPE_BDS_LIST, SCOPE_BDS_LIST_LEGACY, SCOPE_BDS_DOWNLOAD)
 
     def __init__(
         self,
@@ -213,6 +222,7 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("data_sets", "schema")
+    required_scopes: tuple[str, ...] = ()  # reads local files and PostgreSQL only
 
     def __init__(
         self,
@@ -298,6 +308,7 @@ class BrightspaceAdvancedDataSetOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("data_set", "filters", "destination")
+    required_scopes: tuple[str, ...] = (SCOPE_ADS_LIST, SCOPE_ADS_CREATE, SCOPE_ADS_FETCH, SCOPE_ADS_DOWNLOAD)
 
     def __init__(
         self,
