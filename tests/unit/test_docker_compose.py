@@ -77,8 +77,8 @@ DEPLOYMENT_SPECIFIC = {
     "AIRFLOW__CORE__PARALLELISM": "sized for a test machine",
     "AIRFLOW__API__HOST": "loopback locally; a container listens on all interfaces (the default)",
     "AIRFLOW__API__PORT": "a free port locally; the default 8080 here",
-    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port locally (several instances share a host); 8793 here",
-    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port locally (several instances share a host); 8794 here",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port locally (instances share a host); 8793 here",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "a free port locally (instances share a host); 8794 here",
     "AIRFLOW__API__BASE_URL": "the local URL; behind Docker the default (relative URLs) serves any host name",
     # Short loops so that tests see a new DAG file or a triggered run within seconds.
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "test speed",
