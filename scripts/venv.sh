@@ -7,8 +7,14 @@ STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | s
 if [ ! -f "$STAMP" ]; then
   echo "Installing the provider, Airflow 3.3.2 and the test tools into $VENV (2-3 minutes the first time)..."
   [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --constraint "$ROOT/constraints.txt" -e "$ROOT[postgres,dev]"
+  # Build noise goes to a log, shown only if the install fails.
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+         "$VENV/bin/python" -m pip install --constraint "$ROOT/constraints.txt" -e "$ROOT[postgres,dev]"; } \
+       > "$VENV/install.log" 2>&1; then
+    tail -50 "$VENV/install.log"
+    echo "Install failed; the whole log is $VENV/install.log" >&2
+    exit 1
+  fi
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi
