@@ -1,0 +1,1 @@
+"""Measured comparisons of the provider with its practical limits: ``python -m benchmarks.run``."""

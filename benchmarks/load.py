@@ -1,0 +1,515 @@
+"""Case 3: loading an extract into PostgreSQL. ``BrightspaceDataSetsToPostgresOperator`` on a
+1M-row extract vs ``psql \\copy`` of the same CSV into an unindexed table (the limit) vs the
+reference client's approach (whole ZIP in memory, COPY into a temp table, INSERT ... ON CONFLICT).
+
+Also here: the peak memory of pulling (download) and loading a 500 MB extract in one process, the
+provider's operators vs the reference approach, and a per-statement breakdown of the provider's load
+(which step costs what), measured with a timing cursor around the same loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import (
+    TOKEN_ENV,
+    CaseReport,
+    EmulatorProcess,
+    Sample,
+    Table,
+    Target,
+    Workspace,
+    alternate,
+    emit,
+    fmt,
+    lms_seed,
+    median,
+    psql,
+    python_child,
+    ratio,
+    rss_mib,
+    run_child,
+    spread,
+    stopwatch,
+)
+from benchmarks.download import COLUMNS, rows_for, size_label
+
+BS_CONN_ID = "bench_brightspace"  # the name benchmarks.download's ``links`` child reads
+PG_CONN_ID = "bench_postgres"
+DATA_SET = "Users"
+KEY = ["UserId"]
+FULL_ROWS, QUICK_ROWS = 1_000_000, 20_000
+#: Two sizes a decade apart: memory that does not grow with the extract is the point.
+FULL_MEMORY_SIZES, QUICK_MEMORY_SIZES = (50_000_000, 500_000_000), (5_000_000,)
+VARIANTS = ("operator", "psql \\copy", "reference")
+
+
+def memory_data_set(size_bytes: int) -> str:
+    return f"Users {size_label(size_bytes)}"
+
+
+def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
+    rows = QUICK_ROWS if quick else FULL_ROWS
+    memory_sizes = QUICK_MEMORY_SIZES if quick else FULL_MEMORY_SIZES
+    seed = lms_seed(
+        brightspace={
+            "rate_limit_capacity": 10**9,
+            "data_sets": [
+                {"name": DATA_SET, "columns": COLUMNS, "rows_count": rows},
+                *(
+                    {"name": memory_data_set(size), "columns": COLUMNS, "rows_count": rows_for(size)}
+                    for size in memory_sizes
+                ),
+            ],
+        }
+    )
+    url = workspace.postgres_url
+    prefix = f"bench_{os.getpid()}"
+    names = (*VARIANTS, "memory", "memory_reference", "strategies", *(f"profile{i}" for i in range(reps)))
+    schemas = {v: f"{prefix}_{i}" for i, v in enumerate(names)}
+    report = CaseReport()
+    with EmulatorProcess(workspace, "load", seed) as emulator:
+        workspace.lms_connection(BS_CONN_ID, "brightspace", emulator)
+        workspace.postgres_connection(PG_CONN_ID)
+        location = workspace.path("bds", "x").parent
+        try:
+            pulled = python_child(
+                "load", "pull", "--data-set", DATA_SET, "--location", str(location), timeout=600
+            )
+            zip_path = location / pulled.result["file"]
+            csv_path = workspace.path("users.csv")
+            _unzip(zip_path, csv_path)
+            header = _header(csv_path)
+            timeout = 120 + rows / 2_000  # at least 2,000 rows/s, or it is a failure
+            variants: list[tuple[str, Callable[[], Sample]]] = [
+                ("operator", functools.partial(_operator, url, schemas["operator"], location, rows, timeout)),
+                (
+                    "psql \\copy",
+                    functools.partial(_copy, url, schemas["psql \\copy"], csv_path, header, rows, timeout),
+                ),
+                (
+                    "reference",
+                    functools.partial(_reference, url, schemas["reference"], zip_path, rows, timeout),
+                ),
+            ]
+            samples = alternate(variants, reps)
+            report.raw["load"] = samples
+            report.tables.append(_load_table(samples, rows, reps))
+            profile_args = ["profile", "--zip", str(zip_path), "--dsn", url, "--schema"]
+            profiles = [
+                python_child("load", *profile_args, schemas[f"profile{i}"], timeout=timeout).result
+                for i in range(reps)
+            ]
+            report.raw["profile"] = profiles
+            report.tables.append(_profile_table(profiles, rows))
+            strategies = _strategies(url, schemas["strategies"], csv_path, header, rows)
+            report.raw["strategies"] = strategies[1]
+            report.tables.append(strategies[0])
+            csv_path.unlink()
+            shutil.rmtree(zip_path.parent)
+
+            memory = _memory(emulator, url, schemas, location, memory_sizes)
+            report.raw["memory"] = memory[1]
+            report.tables.append(memory[0])
+            report.targets += _targets(samples, rows, memory[1][max(memory_sizes)], max(memory_sizes))
+        finally:
+            psql(url, *(f"DROP SCHEMA IF EXISTS {s} CASCADE" for s in schemas.values()))
+            shutil.rmtree(location, ignore_errors=True)
+    return report
+
+
+def _unzip(zip_path: Path, csv_path: Path) -> None:
+    with zipfile.ZipFile(zip_path) as archive:
+        member = archive.namelist()[0]
+        with archive.open(member) as source, open(csv_path, "wb") as out:
+            shutil.copyfileobj(source, out, 2**20)
+
+
+def _header(csv_path: Path) -> list[str]:
+    with open(csv_path, encoding="utf-8-sig") as handle:
+        return handle.readline().strip().split(",")
+
+
+def _rows_sample(seconds: float, rows: int, peak: float, **extra: float) -> Sample:
+    return {"seconds": seconds, "rows_s": rows / seconds, "peak_rss_mib": peak, **extra}
+
+
+def _operator(url: str, schema: str, location: Path, rows: int, timeout: float) -> Sample:
+    psql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    args = ["operator", "--data-set", DATA_SET, "--location", str(location), "--schema", schema]
+    child = python_child("load", *args, timeout=timeout)
+    if child.result["rows"] != rows:
+        raise RuntimeError(f"operator upserted {child.result['rows']} rows, expected {rows}")
+    return _rows_sample(child.result["seconds"], rows, child.peak_rss_mib)
+
+
+def _copy(url: str, schema: str, csv_path: Path, header: list[str], rows: int, timeout: float) -> Sample:
+    columns = ", ".join(f'"{c}" text' for c in header)
+    psql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE", f"CREATE SCHEMA {schema}",
+         f"CREATE TABLE {schema}.users ({columns})")  # fmt: skip
+    command = f"\\copy {schema}.users FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
+    run = run_child(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command], timeout=timeout)
+    counted = int(psql(url, f"SELECT count(*) FROM {schema}.users").strip())
+    if counted != rows:
+        raise RuntimeError(f"psql \\copy loaded {counted} rows, expected {rows}")
+    return _rows_sample(run.wall_seconds, rows, run.peak_rss_mib)
+
+
+def _reference(url: str, schema: str, zip_path: Path, rows: int, timeout: float) -> Sample:
+    psql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    args = ["reference", "--zip", str(zip_path), "--dsn", url, "--schema", schema]
+    child = python_child("load", *args, timeout=timeout)
+    if child.result["rows"] != rows:
+        raise RuntimeError(f"reference upserted {child.result['rows']} rows, expected {rows}")
+    return _rows_sample(child.result["seconds"], rows, child.peak_rss_mib)
+
+
+def _load_table(samples: dict[str, list[Sample]], rows: int, reps: int) -> Table:
+    table = Table(
+        f"3. Load {rows:,} rows into PostgreSQL (median of {reps}, alternating)",
+        ["loader", "s", "rows/s (min-max)", "vs psql \\copy", "peak RSS MiB"],
+        notes=[
+            "operator: `BrightspaceDataSetsToPostgresOperator.execute` on the pulled extract (ZIP streamed, "
+            "COPY into a staging table, key checks, de-duplication, upsert by key, ledger row; one "
+            "transaction) into a new table with a primary key.",
+            "psql \\copy: the CSV (unzipped beforehand, untimed) into a table without any index or key; "
+            "wall time including psql's start-up.",
+            "reference: the bds-headless-client-example approach re-implemented in "
+            "`benchmarks/reference_client.py`: ZIP read whole into memory, COPY into a temp table, "
+            "INSERT ... ON CONFLICT DO UPDATE into a table with the key.",
+        ],
+    )
+    baseline = median(samples["psql \\copy"], "rows_s")
+    for variant in VARIANTS:
+        s = samples[variant]
+        rate = median(s, "rows_s")
+        table.add(
+            variant,
+            fmt(median(s, "seconds")),
+            fmt(rate) + (f" ({spread(s, 'rows_s')})" if reps > 1 else ""),
+            ratio(rate, baseline),
+            fmt(median(s, "peak_rss_mib")),
+        )
+    return table
+
+
+def _strategies(
+    url: str, schema: str, csv_path: Path, header: list[str], rows: int
+) -> tuple[Table, dict[str, float]]:
+    """The operator's upsert statement vs cheaper ways to fill a table created by the same load.
+
+    One psql session, one transaction rolled back at the end, the same staged rows for each
+    statement: what the operator's most expensive step costs, and what it could cost.
+    """
+    columns = ", ".join(f'"{c}" text' for c in header)
+    names = ", ".join(f'"{c}"' for c in header)
+    key = ", ".join(f'"{k}"' for k in KEY)
+    values = [c for c in header if c not in KEY]
+    assign = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in values)
+    changed = "ROW({}) IS DISTINCT FROM ROW({})".format(
+        ", ".join(f't."{c}"' for c in values), ", ".join(f'EXCLUDED."{c}"' for c in values)
+    )
+    copy = f"\\copy stage FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
+    upsert = (
+        f"INSERT INTO {schema}.upserted AS t ({names}) SELECT {names} FROM stage "
+        f"ON CONFLICT ({key}) DO UPDATE SET {assign} WHERE {changed}"
+    )
+    steps: list[tuple[str | None, str]] = [
+        (None, "BEGIN"),
+        (None, f"CREATE TEMP TABLE stage ({columns}) ON COMMIT DROP"),
+        ("COPY the CSV into the staging table (psql \\copy)", copy),
+        (None, f"CREATE TABLE {schema}.upserted ({columns}, PRIMARY KEY ({key}))"),
+        ("INSERT ... ON CONFLICT DO UPDATE ... WHERE changed, into a table with the key (operator)", upsert),
+        (None, f"CREATE TABLE {schema}.inserted ({columns}, PRIMARY KEY ({key}))"),
+        ("plain INSERT into a table with the key", f"INSERT INTO {schema}.inserted SELECT * FROM stage"),
+        (None, f"CREATE TABLE {schema}.keyed_after ({columns})"),
+        ("INSERT into a table without the key ...", f"INSERT INTO {schema}.keyed_after SELECT * FROM stage"),
+        ("... then ALTER TABLE ADD PRIMARY KEY", f"ALTER TABLE {schema}.keyed_after ADD PRIMARY KEY ({key})"),
+        (None, "ROLLBACK"),
+    ]
+    psql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE", f"CREATE SCHEMA {schema}")
+    output = psql(url, "\\timing on", *(command for _, command in steps), timeout=600)
+    times = [float(t) / 1000 for t in re.findall(r"^Time: ([\d.]+) ms", output, re.MULTILINE)]
+    if len(times) != len(steps):
+        raise RuntimeError(f"expected {len(steps)} timings from psql, got {len(times)}")
+    measured = {label: seconds for (label, _), seconds in zip(steps, times, strict=True) if label}
+    table = Table(
+        f"3c. The operator's upsert statement vs other ways to fill a new table, same {rows:,} staged rows "
+        "(psql, one transaction, one run)",
+        ["statement", "s"],
+        notes=[
+            "The target table is new (the load created it), as on a first full extract: nothing can "
+            "conflict once the staged rows are de-duplicated, yet ON CONFLICT makes every row a "
+            "speculative insertion. ADD PRIMARY KEY builds the index by sorting, once.",
+        ],
+    )
+    for label, seconds in measured.items():
+        table.add(label, fmt(seconds))
+    return table, measured
+
+
+def _profile_table(profiles: list[dict[str, Any]], rows: int) -> Table:
+    """Median time of each statement over the profiled runs (they run the same statements in order)."""
+    total = statistics.median(p["seconds"] for p in profiles)
+    table = Table(
+        f"3b. Where the operator's load of {rows:,} rows spends its time (median of {len(profiles)} runs, "
+        "timing cursor)",
+        ["step (SQL statement)", "s", "share"],
+        notes=["The same `PostgresExtractLoader.load` the operator calls, on a psycopg 3 connection whose "
+               "cursor times every statement; `other` is commit and Python outside statements."],
+    )  # fmt: skip
+    steps = [
+        (label, statistics.median(p["steps"][i][1] for p in profiles))
+        for i, (label, _) in enumerate(profiles[0]["steps"])
+    ]
+    for label, seconds in steps:
+        table.add(label, fmt(seconds), f"{100 * seconds / total:.0f}%")
+    other = max(0.0, total - sum(seconds for _, seconds in steps))
+    table.add("other (commit, Python)", fmt(other), f"{100 * other / total:.0f}%")
+    table.add("**total**", fmt(total), "100%")
+    return table
+
+
+def _memory(
+    emulator: EmulatorProcess,
+    url: str,
+    schemas: dict[str, str],
+    location: Path,
+    sizes: tuple[int, ...],
+) -> tuple[Table, dict[int, dict[str, Sample]]]:
+    """Pull + load of a big extract in one process: the provider's operators, then the reference."""
+    token = emulator.tokens["brightspace"]["bench"]["access_token"]
+    links = python_child("download", "links", timeout=120).result
+    table = Table(
+        "3d. Download and load an extract in one process (one run each)",
+        ["extract", "client", "rows", "download s", "load s", "peak RSS MiB", "RSS growth MiB"],
+        notes=[
+            "operators: `BrightspaceDataSetsPullOperator` then `BrightspaceDataSetsToPostgresOperator` "
+            "in one process, as one worker runs them; reference: `requests.get(...).content`, the CSV "
+            "read out of the in-memory ZIP, COPY + upsert.",
+            "RSS growth = peak minus the RSS after imports, before the first byte.",
+        ],
+    )
+    results: dict[int, dict[str, Sample]] = {}
+    for size in sizes:
+        name = memory_data_set(size)
+        timeout = 300 + size / 1e6
+        psql(url, *(f"DROP SCHEMA IF EXISTS {schemas[s]} CASCADE" for s in ("memory", "memory_reference")))
+        args = [
+            "pull-and-load",
+            "--data-set",
+            name,
+            "--location",
+            str(location),
+            "--schema",
+            schemas["memory"],
+        ]
+        ours = python_child("load", *args, timeout=timeout)
+        shutil.rmtree(location, ignore_errors=True)
+        args = ["reference-pull-and-load", "--url", links[name]["link"], "--dsn", url]
+        args += ["--schema", schemas["memory_reference"]]
+        theirs = python_child("load", *args, timeout=timeout, env={TOKEN_ENV: token})
+        results[size] = {
+            client: {
+                **child.result,
+                "peak_rss_mib": child.peak_rss_mib,
+                "rss_growth_mib": child.peak_rss_mib - child.result["rss_before_mib"],
+            }
+            for client, child in (("operators", ours), ("reference", theirs))
+        }
+        for client, r in results[size].items():
+            table.add(
+                size_label(size),
+                client,
+                f"{r['rows']:,}",
+                fmt(r["download_seconds"]),
+                fmt(r["load_seconds"]),
+                fmt(r["peak_rss_mib"]),
+                fmt(r["rss_growth_mib"]),
+            )
+    return table, results
+
+
+def _targets(
+    samples: dict[str, list[Sample]], rows: int, memory: dict[str, Sample], size: int
+) -> list[Target]:
+    ours, limit = median(samples["operator"], "rows_s"), median(samples["psql \\copy"], "rows_s")
+    peak, growth = memory["operators"]["peak_rss_mib"], memory["operators"]["rss_growth_mib"]
+    return [
+        Target(
+            f"load >= 0.7x psql \\copy ({rows:,} rows)",
+            f"{ours / limit:.2f}x ({fmt(ours)} vs {fmt(limit)} rows/s)",
+            ours >= 0.7 * limit,
+        ),
+        Target(
+            f"download + load of a {size_label(size)} extract < 150 MB peak",
+            f"process peak {fmt(peak)} MiB, of which the transfer and load {fmt(growth)} MiB",
+            peak < 150,
+        ),
+    ]
+
+
+# Children -------------------------------------------------------------------------------------------
+
+
+def _pull(name: str, location: str) -> dict[str, Any]:
+    from airflow_provider_canvas.operators.brightspace import BrightspaceDataSetsPullOperator
+
+    pull = BrightspaceDataSetsPullOperator(
+        task_id="pull", data_sets=[name], location=location, brightspace_conn_id=BS_CONN_ID
+    )
+    pulled = pull.execute(context={})  # type: ignore[arg-type]
+    return pulled[name][0]
+
+
+def _load_operator(name: str, location: str, schema: str) -> Any:
+    from airflow_provider_canvas.operators.brightspace import BrightspaceDataSetsToPostgresOperator
+
+    return BrightspaceDataSetsToPostgresOperator(
+        task_id="load",
+        data_sets=[name],
+        location=location,
+        postgres_conn_id=PG_CONN_ID,
+        schema=schema,
+        key_columns={name: KEY},
+    )
+
+
+def _child(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load child")
+    parser.add_argument(
+        "variant",
+        choices=["pull", "operator", "reference", "profile", "pull-and-load", "reference-pull-and-load"],
+    )
+    parser.add_argument("--data-set", default=DATA_SET)
+    parser.add_argument("--location")
+    parser.add_argument("--schema")
+    parser.add_argument("--zip")
+    parser.add_argument("--dsn")
+    parser.add_argument("--url")
+    args = parser.parse_args(argv)
+    variant = args.variant
+
+    if variant == "reference":
+        from benchmarks.reference_client import load_zip_bytes
+
+        before = rss_mib()
+        with stopwatch() as timing:
+            rows = load_zip_bytes(Path(args.zip).read_bytes(), args.dsn, args.schema, "users", KEY)
+        emit({"seconds": timing["seconds"], "rows": rows, "rss_before_mib": before})
+    elif variant == "reference-pull-and-load":
+        from benchmarks.reference_client import download_buffered, load_zip_bytes
+
+        before = rss_mib()
+        with stopwatch() as download:
+            body = download_buffered(args.url, os.environ[TOKEN_ENV])
+        with stopwatch() as load:
+            rows = load_zip_bytes(body, args.dsn, args.schema, "users", KEY)
+        emit(
+            {
+                "download_seconds": download["seconds"],
+                "load_seconds": load["seconds"],
+                "rows": rows,
+                "rss_before_mib": before,
+            }
+        )
+    elif variant == "pull":
+        entry = _pull(args.data_set, args.location)
+        emit({"file": str(Path(_slug(args.data_set)) / entry["file"])})
+    elif variant == "operator":
+        operator = _load_operator(args.data_set, args.location, args.schema)
+        before = rss_mib()
+        with stopwatch() as timing:
+            loaded = operator.execute(context={})
+        emit(
+            {
+                "seconds": timing["seconds"],
+                "rows": loaded[args.data_set][0]["rows_upserted"],
+                "rss_before_mib": before,
+            }
+        )
+    elif variant == "pull-and-load":
+        operator = _load_operator(args.data_set, args.location, args.schema)
+        # What execute imports on first use: import costs are not the transfer's memory.
+        import airflow.providers.postgres.hooks.postgres  # noqa: F401
+
+        import airflow_provider_canvas.loading.postgres  # noqa: F401
+
+        before = rss_mib()
+        with stopwatch() as download:
+            _pull(args.data_set, args.location)
+        with stopwatch() as load:
+            loaded = operator.execute(context={})
+        emit(
+            {
+                "download_seconds": download["seconds"],
+                "load_seconds": load["seconds"],
+                "rows": loaded[args.data_set][0]["rows_upserted"],
+                "rss_before_mib": before,
+            }
+        )
+    else:
+        emit(_profile(Path(args.zip), args.dsn, args.schema))
+
+
+def _slug(name: str) -> str:
+    from airflow_provider_canvas.loading.pull_state import slug
+
+    return slug(name)
+
+
+def _profile(zip_path: Path, dsn: str, schema: str) -> dict[str, Any]:
+    """The loader the operator uses, on a connection whose cursor times each statement."""
+    import psycopg
+
+    from airflow_provider_canvas.loading.postgres import PostgresExtractLoader
+
+    steps: list[tuple[str, float]] = []
+
+    def label(query: Any, cursor: psycopg.Cursor) -> str:
+        text = query.as_string(cursor) if hasattr(query, "as_string") else str(query)
+        text = " ".join(text.split()).replace(f'"{schema}".', "")
+        return text if len(text) <= 90 else text[:87] + "..."
+
+    class TimingCursor(psycopg.Cursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super().execute(query, params, **kwargs)
+            finally:
+                steps.append((label(query, self), time.perf_counter() - started))
+
+        @contextmanager
+        def copy(self, statement: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            started = time.perf_counter()
+            with super().copy(statement, *args, **kwargs) as copy:
+                yield copy
+            steps.append((label(statement, self) + " (streaming the CSV)", time.perf_counter() - started))
+
+    connection = psycopg.connect(dsn, cursor_factory=TimingCursor)
+    try:
+        loader = PostgresExtractLoader(connection, schema)
+        with stopwatch() as timing:
+            loader.load(zip_path, "users", KEY)
+    finally:
+        connection.close()
+    return {"seconds": timing["seconds"], "steps": steps}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["child"]:
+        _child(sys.argv[2:])
+    else:
+        sys.exit("run the benchmarks with: python -m benchmarks.run")
