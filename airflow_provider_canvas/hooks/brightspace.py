@@ -21,6 +21,7 @@ from airflow_provider_canvas.exceptions import (
     LmsError,
     LmsNotFoundError,
 )
+from airflow_provider_canvas.files import fsync_dir
 from airflow_provider_canvas.hooks.base import LmsHook, redact_url
 
 DEFAULT_TOKEN_URL = "https://auth.brightspace.com/core/connect/token"
@@ -124,14 +125,6 @@ def _parse_time(value: Any) -> pendulum.DateTime:
     if not isinstance(parsed, pendulum.DateTime):
         raise LmsError(f"expected a date-time from Brightspace, got {value!r}")
     return parsed.in_timezone("UTC")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BrightspaceHook(LmsHook):
@@ -446,7 +439,7 @@ class BrightspaceHook(LmsHook):
                     f"{expected_size}; nothing was kept"
                 )
             os.replace(part, destination)
-            _fsync_dir(destination.parent)
+            fsync_dir(destination.parent)
         except BaseException:
             part.unlink(missing_ok=True)
             raise

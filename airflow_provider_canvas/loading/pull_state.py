@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import pendulum
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, TokenLockTimeout
+from airflow_provider_canvas.files import write_atomically
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -151,16 +151,7 @@ class DataSetFolder:
             (self.path / MANIFEST_NAME).write_text(document)
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", dir=self.path)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(document)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path / MANIFEST_NAME)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path / MANIFEST_NAME, document)
 
     def record(self, entries: Sequence[PulledExtract], new: PulledExtract) -> list[PulledExtract]:
         """Add ``new``, drop what a newer full makes useless, save; returns the new list."""

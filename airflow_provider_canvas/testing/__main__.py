@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
-import tempfile
 import threading
 from types import FrameType
 from typing import Any
 
+from airflow_provider_canvas.files import write_atomically
 from airflow_provider_canvas.testing.emulator import (
     BRIGHTSPACE,
     BRIGHTSPACE_TOKEN_PATH,
@@ -57,19 +56,7 @@ keyed by platform and token name, so a demo can put them into Airflow connection
 
 def write_private_json(path: str, payload: dict[str, Any]) -> None:
     """Write JSON readable only by the owner, atomically: readers never see a partial token file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".issued-tokens-", suffix=".tmp")  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, json.dumps(payload, indent=2))
 
 
 def _client_ids(seed: dict[str, Any], platform: str) -> dict[str, str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
+from airflow_provider_canvas.files import write_atomically
 from airflow_provider_canvas.tokens.model import TokenSet
 
 
@@ -29,18 +29,7 @@ class RescueFile:
 
     def write(self, tokens: TokenSet) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(tokens.to_extra(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(self.path, json.dumps(tokens.to_extra()))
 
     def read(self, platform: str) -> TokenSet | None:
         try:
