@@ -53,7 +53,8 @@ def fresh_postgres_database(admin_url: str = ADMIN_POSTGRES_URL) -> Iterator[str
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -82,7 +83,7 @@ class LocalAirflow:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.home, self.dags_folder = Path(home).resolve(), Path(dags_folder).resolve()
-        api_port = api_port or _free_port()
+        api_port = api_port or free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.airflow_bin = Path(sys.executable).parent / "airflow"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -113,8 +114,8 @@ class LocalAirflow:
             "AIRFLOW__API__HOST": "127.0.0.1",  # loopback only
             "AIRFLOW__API__PORT": str(api_port),
             # The log servers' fixed default ports would clash with a second instance on this machine.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             # Without these, task supervisors call http://localhost:8080/execution/ and every task fails.
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +10,12 @@ import pytest
 import requests
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow, free_port
 
 pytestmark = pytest.mark.e2e
 
 CLIENT_ID, CLIENT_SECRET = "consent-client", "consent-client-secret-value"
 SCRIPT = Path(sys.executable).with_name("canvas-oauth")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_first_tokens_from_the_cli_serve_parallel_tasks(local_airflow: LocalAirflow) -> None:
@@ -43,7 +36,7 @@ def test_first_tokens_from_the_cli_serve_parallel_tasks(local_airflow: LocalAirf
                 "--token-url",
                 f"{emulator.url}/core/connect/token",
                 "--redirect-uri",
-                f"http://127.0.0.1:{_free_port()}/cb",
+                f"http://127.0.0.1:{free_port()}/cb",
                 "--no-browser",
                 "--timeout",
                 "60",

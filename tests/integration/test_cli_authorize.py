@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from airflow_provider_canvas.cli.main import main
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS
 from airflow_provider_canvas.operators.canvas import CanvasAccountsOperator
+from airflow_provider_canvas.testing.local_airflow import free_port
 
 CANVAS_SCOPES = [SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS]
 BRIGHTSPACE_SCOPES = ["datahub:dataexports:*"]
@@ -82,12 +82,6 @@ def cli_connections() -> Iterator[list[str]]:
 @pytest.fixture(autouse=True)
 def client_secret(monkeypatch) -> None:
     monkeypatch.setenv("CANVAS_OAUTH_CLIENT_SECRET", CLIENT_SECRET)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def authorize_args(

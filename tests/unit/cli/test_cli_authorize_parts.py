@@ -23,6 +23,7 @@ from airflow_provider_canvas.cli.authorize import (
 )
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_PUT_SSO_SETTINGS
+from airflow_provider_canvas.testing.local_airflow import free_port
 
 SECRET = "the-client-secret-9f"
 
@@ -244,12 +245,6 @@ def test_error_redirects_say_what_to_fix(platform, error, fix):
 
 
 # The one-shot listener ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
