@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pendulum
 import psycopg
 
 from airflow_provider_canvas.testing import LmsEmulator
@@ -80,14 +79,8 @@ def _seed(emulator: LmsEmulator, accounts: int) -> None:
 
 def _connect(airflow: LocalAirflow, emulator: LmsEmulator, platform: str, conn_id: str) -> None:
     issued = getattr(emulator, platform).issue_tokens(CLIENT_ID)
-    extra = {
-        "access_token": issued.access_token,
-        "refresh_token": issued.refresh_token,
-        # Expired, so the first task must refresh and save the rotated tokens.
-        "expires_at": pendulum.now("UTC").subtract(minutes=1).to_iso8601_string(),
-    }
-    if platform == "brightspace":
-        extra["token_url"] = f"{emulator.url}/core/connect/token"
+    # Expired, so the first task must refresh and save the rotated tokens.
+    extra = emulator.connection_extra(platform, issued, expired=True)
     airflow.add_connection(
         conn_id, platform, host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
     )

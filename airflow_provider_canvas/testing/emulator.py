@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -425,6 +425,23 @@ class LmsEmulator:
         return self._signed_url
 
     # ----------------------------------------------------------------- knobs
+    def connection_extra(
+        self, platform: str, tokens: IssuedTokens, *, expired: bool = False
+    ) -> dict[str, str]:
+        """The extra of a ``platform`` connection to this emulator that holds ``tokens``.
+
+        ``expired`` puts the stored expiry in the past, so the first call must refresh.
+        """
+        expires_at = datetime.now(timezone.utc) - timedelta(minutes=5) if expired else tokens.expires_at
+        extra = {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "expires_at": expires_at.isoformat(),
+        }
+        if platform == "brightspace":
+            extra["token_url"] = f"{self.url}/core/connect/token"
+        return extra
+
     def expire_access_tokens(self, platform: str | None = None) -> None:
         """Every access token issued so far becomes expired (refresh tokens stay usable)."""
         _check_platform(platform, allow_none=True)

@@ -30,12 +30,7 @@ def emulator() -> Iterator[LmsEmulator]:
 def _connect(airflow: LocalAirflow, emulator: LmsEmulator, conn_id: str, *, lock_conn_id: str = "") -> None:
     emulator.brightspace.register_client(CLIENT_ID, CLIENT_SECRET)
     issued = emulator.brightspace.issue_tokens(CLIENT_ID)
-    extra = {
-        "access_token": issued.access_token,
-        "refresh_token": issued.refresh_token,
-        "expires_at": pendulum.now("UTC").subtract(minutes=5).to_iso8601_string(),
-        "token_url": f"{emulator.url}/core/connect/token",
-    }
+    extra = emulator.connection_extra("brightspace", issued, expired=True)
     if lock_conn_id:
         extra["lock_conn_id"] = lock_conn_id
     airflow.add_connection(

@@ -31,14 +31,7 @@ def _connect(
     side = getattr(emulator, platform)
     side.register_client(CLIENT_ID, CLIENT_SECRET)
     issued = side.issue_tokens(CLIENT_ID)
-    extra = {
-        "access_token": issued.access_token,
-        "refresh_token": issued.refresh_token,
-        "expires_at": pendulum.now("UTC").subtract(minutes=5).to_iso8601_string(),  # expired
-    }
-    if platform == "brightspace":
-        extra["token_url"] = f"{emulator.url}/core/connect/token"
-    extra.update(more_extra)
+    extra = {**emulator.connection_extra(platform, issued, expired=True), **more_extra}
     airflow.add_connection(
         conn_id, platform, host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
     )

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pendulum
 import pytest
 from airflow.models import Connection
 from airflow.utils.session import create_session
@@ -51,15 +50,7 @@ def lms_connection(emulator: LmsEmulator, make_connection: Callable[..., str]) -
         side = getattr(emulator, platform)
         side.register_client(CLIENT_ID, CLIENT_SECRET)
         issued = side.issue_tokens(CLIENT_ID)
-        expires_at = pendulum.now("UTC").subtract(minutes=1) if expired else issued.expires_at
-        fields: dict[str, Any] = {
-            "access_token": issued.access_token,
-            "refresh_token": issued.refresh_token,
-            "expires_at": pendulum.instance(expires_at).to_iso8601_string(),
-            **extra,
-        }
-        if platform == "brightspace":
-            fields.setdefault("token_url", f"{emulator.url}/core/connect/token")
+        fields = {**emulator.connection_extra(platform, issued, expired=expired), **extra}
         return make_connection(
             conn_id or f"{platform}_test",
             platform,
