@@ -246,67 +246,28 @@ class PostgresExtractLoader:
         header = csv_in.header
         existing = self._columns(cur, table)
         added: list[str] = []
+        missing: list[str] = []
         if not existing:
-            columns = sql.SQL(", ").join(sql.SQL("{} text").format(self._ident(c)) for c in header)
-            cur.execute(
-                sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}))").format(target, columns, self._idents(keys))
-            )
+            rows_read, rows_upserted = self._fill_new_table(cur, csv_in, target, header, keys, deleted_rows)
+            rows_deleted = 0
         else:
             added = [c for c in header if c not in existing]
             for column in added:
                 cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(target, self._ident(column)))
             if added:
                 log.info("%s.%s: added columns %s (new in this extract)", self.schema, table, added)
-        missing = [c for c in existing if c not in header]
-        if missing:
-            log.warning(
-                "%s.%s: columns %s are not in extract %s; they stay in the table, NULL for its rows",
-                self.schema,
-                table,
-                missing,
-                extract_id,
-            )
-
-        stage = self._ident("bds_stage")
-        cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-                stage, sql.SQL(", ").join(sql.SQL("{} text").format(self._ident(c)) for c in header)
-            )
-        )
-        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stage, self._idents(header))
-        self._copy(cur, copy.as_string(self.conn), csv_in)
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
-        rows_read = int(cur.fetchone()[0])
-
-        null_key = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(self._ident(k)) for k in keys)
-        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(stage, null_key))
-        if (blank := int(cur.fetchone()[0])) > 0:
-            raise ExtractFormatError(f"{csv_in.name}: {blank} rows have an empty key column {keys}")
-
-        # Last row wins when a key repeats; ctid follows insertion order in a fresh temp table.
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {stage} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER "
-                "(PARTITION BY {keys} ORDER BY ctid DESC) AS n FROM {stage}) AS ranked WHERE n > 1)"
-            ).format(stage=stage, keys=self._idents(keys))
-        )
-
-        rows_deleted = 0
-        only_live = sql.SQL("")
-        if deleted_rows == "delete" and DELETED_COLUMN in header:
-            is_deleted = sql.SQL("lower(trim(s.{})) IN ({})").format(
-                self._ident(DELETED_COLUMN), sql.SQL(", ").join(map(sql.Literal, _DELETED_VALUES))
-            )
-            matches = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=self._ident(k)) for k in keys)
-            cur.execute(
-                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {} AND {}").format(
-                    target, stage, matches, is_deleted
+            missing = [c for c in existing if c not in header]
+            if missing:
+                log.warning(
+                    "%s.%s: columns %s are not in extract %s; they stay in the table, NULL for its rows",
+                    self.schema,
+                    table,
+                    missing,
+                    extract_id,
                 )
+            rows_read, rows_upserted, rows_deleted = self._merge(
+                cur, csv_in, target, header, keys, missing, deleted_rows
             )
-            rows_deleted = cur.rowcount
-            only_live = sql.SQL(" WHERE NOT coalesce({}, false)").format(is_deleted)
-
-        rows_upserted = self._upsert(cur, target, stage, header, keys, missing, only_live)
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (target_table, extract_id, bds_type, created_at, rows_read, rows_upserted, "
@@ -323,6 +284,107 @@ class PostgresExtractLoader:
             added_columns=added,
             missing_columns=missing,
         )
+
+    def _fill_new_table(
+        self,
+        cur: Any,
+        csv_in: ExtractCsv,
+        target: Any,
+        header: list[str],
+        keys: list[str],
+        deleted: DeletedRows,
+    ) -> tuple[int, int]:
+        """First load into a table: COPY straight into it, then build the key's index once.
+
+        Nothing can conflict in a table this transaction creates, so the staging table and the
+        upsert (a speculative insertion per row) are not needed; ``ADD PRIMARY KEY`` sorts once.
+        Returns (rows read, rows stored).
+        """
+        sql = self.sql
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(target, self._text_columns(header)))
+        # FREEZE: the table is new in this transaction, so its rows need no later hint-bit writes.
+        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
+            target, self._idents(header)
+        )
+        rows_read = self._copy(cur, copy.as_string(self.conn), csv_in, target)
+        rows = rows_read
+        add_key = sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(target, self._idents(keys))
+        cur.execute("SAVEPOINT bds_key")
+        try:
+            cur.execute(add_key)
+        except Exception as err:
+            if _sqlstate(err) not in ("23502", "23505"):  # not-null / unique violation
+                raise
+            cur.execute("ROLLBACK TO SAVEPOINT bds_key")
+            self._check_keys(cur, csv_in, target, keys)
+            rows -= self._drop_repeated_keys(cur, target, keys)
+            cur.execute(add_key)
+        # After the last-row-wins step, as in _merge: a key whose last row is deleted is gone.
+        if deleted == "delete" and DELETED_COLUMN in header:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target, self._is_deleted()))
+            rows -= cur.rowcount
+        return rows_read, rows
+
+    def _merge(
+        self,
+        cur: Any,
+        csv_in: ExtractCsv,
+        target: Any,
+        header: list[str],
+        keys: list[str],
+        missing: list[str],
+        deleted: DeletedRows,
+    ) -> tuple[int, int, int]:
+        """Later loads: COPY into a staging table, then delete and upsert by key.
+
+        Returns (rows read, rows inserted or changed, rows deleted).
+        """
+        sql = self.sql
+        stage = self._ident("bds_stage")
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, self._text_columns(header))
+        )
+        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stage, self._idents(header))
+        rows_read = self._copy(cur, copy.as_string(self.conn), csv_in, stage)
+        self._check_keys(cur, csv_in, stage, keys)
+        self._drop_repeated_keys(cur, stage, keys)
+
+        rows_deleted = 0
+        only_live = sql.SQL("")
+        if deleted == "delete" and DELETED_COLUMN in header:
+            matches = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=self._ident(k)) for k in keys)
+            cur.execute(
+                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {} AND {}").format(
+                    target, stage, matches, self._is_deleted("s")
+                )
+            )
+            rows_deleted = cur.rowcount
+            only_live = sql.SQL(" WHERE NOT coalesce({}, false)").format(self._is_deleted("s"))
+        return rows_read, self._upsert(cur, target, stage, header, keys, missing, only_live), rows_deleted
+
+    def _check_keys(self, cur: Any, csv_in: ExtractCsv, table: Any, keys: list[str]) -> None:
+        null_key = self.sql.SQL(" OR ").join(self.sql.SQL("{} IS NULL").format(self._ident(k)) for k in keys)
+        cur.execute(self.sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, null_key))
+        if (blank := int(cur.fetchone()[0])) > 0:
+            raise ExtractFormatError(f"{csv_in.name}: {blank} rows have an empty key column {keys}")
+
+    def _drop_repeated_keys(self, cur: Any, table: Any, keys: list[str]) -> int:
+        """Keep the last row of each key: ctid follows insertion order in a table filled by one COPY."""
+        cur.execute(
+            self.sql.SQL(
+                "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER "
+                "(PARTITION BY {keys} ORDER BY ctid DESC) AS n FROM {table}) AS ranked WHERE n > 1)"
+            ).format(table=table, keys=self._idents(keys))
+        )
+        return int(cur.rowcount)
+
+    def _is_deleted(self, alias: str | None = None) -> Any:
+        column = self._ident(alias, DELETED_COLUMN) if alias else self._ident(DELETED_COLUMN)
+        values = self.sql.SQL(", ").join(map(self.sql.Literal, _DELETED_VALUES))
+        return self.sql.SQL("lower(trim({})) IN ({})").format(column, values)
+
+    def _text_columns(self, names: Sequence[str]) -> Any:
+        return self.sql.SQL(", ").join(self.sql.SQL("{} text").format(self._ident(c)) for c in names)
 
     def _upsert(
         self,
@@ -372,13 +434,18 @@ class PostgresExtractLoader:
     def _idents(self, names: Sequence[str]) -> Any:
         return self.sql.SQL(", ").join(self._ident(n) for n in names)
 
-    def _copy(self, cur: Any, statement: str, csv_in: ExtractCsv) -> None:
+    def _copy(self, cur: Any, statement: str, csv_in: ExtractCsv, table: Any) -> int:
+        """Stream the CSV through ``COPY ... FROM STDIN``; returns the rows copied."""
         if hasattr(cur, "copy"):  # psycopg 3
             with cur.copy(statement) as copy:
                 while chunk := csv_in.read(_COPY_CHUNK_CHARS):
                     copy.write(chunk)
         else:  # psycopg2
             cur.copy_expert(statement, csv_in, size=_COPY_CHUNK_CHARS)
+        if cur.rowcount >= 0:
+            return int(cur.rowcount)
+        cur.execute(self.sql.SQL("SELECT count(*) FROM {}").format(table))  # a driver that does not say
+        return int(cur.fetchone()[0])
 
     @staticmethod
     def _as_format_error(err: BaseException, label: str) -> ExtractFormatError:

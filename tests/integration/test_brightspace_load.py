@@ -318,3 +318,35 @@ def test_unknown_data_set_needs_key_columns():
     ]
     with pytest.raises(LmsConfigurationError, match="key_columns"):
         key_columns_for("Some New Data Set")
+
+
+def test_first_load_copies_into_a_new_keyed_table_without_deleted_rows(loader, schema, tmp_path):
+    rows = [user(i, deleted=i % 10 == 0) for i in range(1, 1001)]
+    rows += [user(5, name="again"), user(7, deleted=True), user(20, name="back")]  # the last row wins
+    path = write_zip(tmp_path / "full.zip", rows)
+
+    result = loader.load(path, "users", ["UserId"], extract_id="full", created_at=T0)
+
+    stored = rows_of(schema)
+    assert (result.rows_read, result.rows_upserted, result.rows_deleted) == (1003, 900, 0)
+    assert len(stored) == 900 and "10" not in stored and "7" not in stored
+    assert stored["5"]["UserName"] == "again" and stored["20"]["UserName"] == "back"
+    with psycopg.connect(DSN) as db:
+        key = db.execute(
+            "SELECT array_agg(a.attname::text) FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass "
+            "AND i.indisprimary",
+            (f'"{schema}".users',),
+        ).fetchone()[0]
+    assert key == ["UserId"]  # differentials can upsert by it
+
+
+def test_blank_key_in_a_first_load_creates_nothing(loader, schema, tmp_path):
+    path = write_zip(tmp_path / "full.zip", [user(1), {**user(2), "UserId": ""}, user(3)])
+
+    with pytest.raises(ExtractFormatError, match="1 rows have an empty key column"):
+        loader.load(path, "users", ["UserId"], extract_id="full", created_at=T0)
+
+    with psycopg.connect(DSN) as db:
+        assert db.execute("SELECT to_regclass(%s)", (f'"{schema}".users',)).fetchone()[0] is None
+    assert loader.newest_loaded("users") is None
