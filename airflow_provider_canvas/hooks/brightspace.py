@@ -21,7 +21,7 @@ from airflow_provider_canvas.exceptions import (
     LmsError,
     LmsNotFoundError,
 )
-from airflow_provider_canvas.files import fsync_dir
+from airflow_provider_canvas.files import fsync_dir, start_writeback
 from airflow_provider_canvas.hooks.base import LmsHook, redact_url
 
 DEFAULT_TOKEN_URL = "https://auth.brightspace.com/core/connect/token"
@@ -40,6 +40,8 @@ SCOPE_ADS_FETCH = "reporting:job:fetch"
 SCOPE_ADS_DOWNLOAD = "reporting:job:download"
 
 DOWNLOAD_CHUNK_BYTES = 2**20
+#: Written data is handed to the disk every this many bytes, so the final fsync does not wait for all of it.
+WRITEBACK_BYTES = 16 * 2**20
 _MiB = 2**20
 
 
@@ -372,19 +374,21 @@ class BrightspaceHook(LmsHook):
     ) -> DownloadedFile:
         """Stream ``url`` to a file in constant memory, completely or not at all.
 
-        The body goes to a hidden ``.<name>.part`` beside ``destination``, is fsynced, and is
-        renamed to ``destination`` only when complete (and, with ``expected_size``, of that exact
-        size). A redirect to storage on another host goes there without the bearer token
-        (requests drops ``Authorization`` on a cross-host redirect); a broken transfer is resumed
-        with a Range request to that storage URL, again without the token, and falls back to a
-        fresh request (a new signed URL) when the storage refuses. After ``attempts`` tries, or on a
-        size mismatch, :class:`BdsDownloadError` is raised and the partial file removed.
+        The body goes to a hidden ``.<name>.part`` beside ``destination``, handed to the disk as it
+        arrives (so the closing fsync is short), fsynced, and renamed to ``destination`` only when
+        complete (and, with ``expected_size``, of that exact size). A redirect to storage on another
+        host goes there without the bearer token (requests drops ``Authorization`` on a cross-host
+        redirect); a broken transfer is resumed with a Range request to that storage URL, again
+        without the token, and falls back to a fresh request (a new signed URL) when the storage
+        refuses. After ``attempts`` tries, or on a size mismatch, :class:`BdsDownloadError` is
+        raised and the partial file removed.
         """
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         part = destination.with_name(f".{destination.name}.part")
         where = redact_url(self._api_url(url) if "://" not in url else url)
         written = 0
+        handed_to_disk = 0  # bytes [0, handed_to_disk) are being or have been written out
         storage_url: str | None = None  # where the API redirected us: resumes go straight there
         resumed: list[int] = []
         attempt = 0
@@ -400,7 +404,7 @@ class BrightspaceHook(LmsHook):
                                 self.log.warning("%s: the server would not resume; starting over", where)
                                 out.seek(0)
                                 out.truncate()
-                                written = 0
+                                written = handed_to_disk = 0
                                 next_progress = progress_every_bytes
                             elif written:
                                 resumed.append(written)
@@ -408,6 +412,10 @@ class BrightspaceHook(LmsHook):
                             for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                                 out.write(chunk)
                                 written += len(chunk)
+                                if written - handed_to_disk >= WRITEBACK_BYTES:
+                                    out.flush()
+                                    start_writeback(out.fileno(), handed_to_disk, written - handed_to_disk)
+                                    handed_to_disk = written
                                 if written >= next_progress:
                                     self._log_progress(where, written, total)
                                     next_progress += progress_every_bytes
