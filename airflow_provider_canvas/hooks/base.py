@@ -13,7 +13,6 @@ from urllib.parse import urljoin, urlsplit
 import pendulum
 import requests
 from airflow.sdk import BaseHook
-from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
 from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import NewConnectionError
 
@@ -475,6 +474,9 @@ class LmsHook(BaseHook):
         ``single_use``: the grant dies when the server sees it (a Brightspace refresh token, any
         authorization code), so a request that may have reached the server is not sent again.
         """
+        # oauthlib only on the rare token paths: a task whose token is fresh never loads it.
+        from oauthlib.oauth2 import WebApplicationClient
+
         conn = self.connection
         client = WebApplicationClient(conn.login)
         if self.token_client_auth == "basic":
@@ -523,6 +525,8 @@ class LmsHook(BaseHook):
     def _parse_token_response(
         self, response: requests.Response, where: str, grant_type: str = "refresh_token"
     ) -> dict[str, Any]:
+        from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
+
         client = WebApplicationClient(self.connection.login)
         try:
             return dict(client.parse_request_body_response(response.text))
