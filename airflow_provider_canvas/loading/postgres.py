@@ -34,7 +34,7 @@ DEFAULT_KEY_COLUMNS: dict[str, list[str]] = {
 LEDGER_TABLE = "_bds_extract_loads"
 DELETED_COLUMN = "IsDeleted"
 _DELETED_VALUES = ("true", "1", "t", "yes")
-_COPY_CHUNK_CHARS = 2**20
+_COPY_CHUNK_CHARS = 2**17
 _LINE = re.compile(r"line (\d+)")
 
 DeletedRows = Literal["delete", "flag"]
