@@ -159,8 +159,9 @@ class PostgresExtractLoader:
         Columns are matched by header name. Header columns the table lacks are added (Brightspace
         minor versions append columns); table columns the header lacks stay, set to NULL on the
         rows of this extract, with a warning. Rows whose ``IsDeleted`` is true are deleted from
-        the table (``deleted_rows="delete"``) or stored with the flag (``"flag"``). If the key
-        repeats inside the extract, the last row wins. On any error nothing is changed.
+        the table (``deleted_rows="delete"``) or stored with the flag (``"flag"``). A full extract
+        (``bds_type="Full"``) replaces the table's rows: rows whose key it lacks are deleted. If
+        the key repeats inside the extract, the last row wins. On any error nothing is changed.
         """
         if deleted_rows not in ("delete", "flag"):
             raise LmsConfigurationError(f"deleted_rows must be 'delete' or 'flag', got {deleted_rows!r}")
@@ -266,7 +267,7 @@ class PostgresExtractLoader:
                     extract_id,
                 )
             rows_read, rows_upserted, rows_deleted = self._merge(
-                cur, csv_in, target, header, keys, missing, deleted_rows
+                cur, csv_in, target, header, keys, missing, deleted_rows, full=bds_type == "Full"
             )
         cur.execute(
             sql.SQL(
@@ -334,9 +335,13 @@ class PostgresExtractLoader:
         keys: list[str],
         missing: list[str],
         deleted: DeletedRows,
+        *,
+        full: bool,
     ) -> tuple[int, int, int]:
         """Later loads: COPY into a staging table, then delete and upsert by key.
 
+        A full extract holds every row of the data set, so rows of the table whose key it lacks
+        were deleted in Brightspace (differentials carry no row for a hard delete): they go too.
         Returns (rows read, rows inserted or changed, rows deleted).
         """
         sql = self.sql
@@ -360,6 +365,18 @@ class PostgresExtractLoader:
             )
             rows_deleted = cur.rowcount
             only_live = sql.SQL(" WHERE NOT coalesce({}, false)").format(self._is_deleted("s"))
+        if full:
+            matches = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=self._ident(k)) for k in keys)
+            cur.execute(
+                sql.SQL("DELETE FROM {} AS t WHERE NOT EXISTS (SELECT FROM {} AS s WHERE {})").format(
+                    target, stage, matches
+                )
+            )
+            if cur.rowcount:
+                log.info(
+                    "%s: %d rows not in this full extract deleted from the table", csv_in.name, cur.rowcount
+                )
+            rows_deleted += cur.rowcount
         return rows_read, self._upsert(cur, target, stage, header, keys, missing, only_live), rows_deleted
 
     def _check_keys(self, cur: Any, csv_in: ExtractCsv, table: Any, keys: list[str]) -> None:

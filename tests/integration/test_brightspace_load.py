@@ -350,3 +350,27 @@ def test_blank_key_in_a_first_load_creates_nothing(loader, schema, tmp_path):
     with psycopg.connect(DSN) as db:
         assert db.execute("SELECT to_regclass(%s)", (f'"{schema}".users',)).fetchone()[0] is None
     assert loader.newest_loaded("users") is None
+
+
+def test_a_newer_full_extract_drops_rows_deleted_without_a_trace(loader, schema, tmp_path):
+    load_full(loader, tmp_path, n=100)
+    diff = write_zip(tmp_path / "diff.zip", [user(i) for i in range(101, 111)])
+    loader.load(
+        diff, "users", ["UserId"], extract_id="diff", bds_type="Differential", created_at=T0 + timedelta(1)
+    )
+    # Users 1-5 were hard-deleted in Brightspace: no differential says so; the next full lacks them.
+    full = write_zip(tmp_path / "full2.zip", [user(i) for i in range(6, 111)] + [user(7, deleted=True)])
+
+    result = loader.load(
+        full, "users", ["UserId"], extract_id="full-2", bds_type="Full", created_at=T0 + timedelta(7)
+    )
+
+    rows = rows_of(schema)
+    assert result.rows_deleted == 5 + 1 and result.rows_upserted == 0  # 1-5 gone, 7 flagged deleted
+    assert sorted(map(int, rows)) == [6, *range(8, 111)]
+    # A differential never removes rows it does not mention.
+    later = write_zip(tmp_path / "diff2.zip", [user(200)])
+    loader.load(
+        later, "users", ["UserId"], extract_id="diff-2", bds_type="Differential", created_at=T0 + timedelta(8)
+    )
+    assert len(rows_of(schema)) == len(rows) + 1
