@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (see the tokens file)")
+    parser.add_argument(
+        "--signed-host",
+        help="host name of the signed-download storage, another host than --host so clients must not "
+        "send it the bearer token (default: 127.0.0.2 with --host 127.0.0.1, else --host); it must "
+        "resolve to an address of this machine",
+    )
     parser.add_argument("--seed", help="seed JSON file")
     parser.add_argument("--issued-tokens-out", help="write URLs and pre-issued tokens here (mode 0600)")
     parser.add_argument("--access-token-ttl", type=int, default=None)
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             seed = json.load(handle)
     if args.access_token_ttl is not None:
         seed["access_token_ttl"] = args.access_token_ttl  # before seeding: pre-issued tokens use it too
-    emulator = LmsEmulator(host=args.host, port=args.port)
+    emulator = LmsEmulator(host=args.host, port=args.port, signed_host=args.signed_host)
     emulator.request_log_level = logging.INFO
     issued = emulator.apply_seed(seed)
 

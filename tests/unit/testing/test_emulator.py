@@ -642,6 +642,8 @@ def test_cli_seed_start_and_clean_stop(tmp_path):
         "0",
         "--seed",
         str(seed_path),
+        "--signed-host",
+        "localhost",  # another host name than 127.0.0.1, as a compose service alias would be
     ]
     process = subprocess.Popen(
         [*command, "--issued-tokens-out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env
@@ -670,7 +672,10 @@ def test_cli_seed_start_and_clean_stop(tmp_path):
         session.headers.update(bearer(rotated.json()["access_token"]))
         data_set = session.get(f"{url}{LP}/datasets/bds").json()["Objects"][0]
         extract = session.get(data_set["Full"]["ExtractsLink"]).json()["Objects"][0]
-        assert len(session.get(extract["DownloadLink"]).content) == extract["DownloadSize"]
+        download = session.get(extract["DownloadLink"])
+        assert len(download.content) == extract["DownloadSize"]
+        assert issued["signed_url"].startswith("http://localhost:")
+        assert download.url.startswith(f"{issued['signed_url']}/signed/")  # the 302 went to that host
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
