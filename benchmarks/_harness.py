@@ -153,6 +153,11 @@ def emit(result: Mapping[str, Any]) -> None:
     Path(path).write_text(json.dumps(payload))
 
 
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries the Markdown report)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def rss_mib() -> float:
     """This process's resident set size now, in MiB (Linux ``/proc``; 0 elsewhere)."""
     try:
@@ -339,30 +344,11 @@ class Workspace:
         self, conn_id: str, platform_name: str, emulator: EmulatorProcess, **extra: Any
     ) -> None:
         """A canvas/brightspace connection holding the emulator's pre-issued ``bench`` tokens."""
-        tokens = emulator.tokens[platform_name]["bench"]
-        fields = {
-            "access_token": tokens["access_token"],
-            "refresh_token": tokens["refresh_token"],
-            "expires_at": tokens["expires_at"],
-            **extra,
-        }
-        if platform_name == "brightspace":
-            fields.setdefault("token_url", tokens["token_url"])
+        fields = {**emulator.connection_extra(platform_name), **extra}
         self.connection(conn_id, platform_name, emulator.url, fields, login=CLIENT_ID, password=CLIENT_SECRET)
 
     def postgres_connection(self, conn_id: str) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.postgres_url)
-        self.connection(
-            conn_id,
-            "postgres",
-            parts.hostname or "127.0.0.1",
-            login=parts.username or "postgres",
-            password=parts.password,
-            port=parts.port or 5432,
-            schema=parts.path.lstrip("/") or "test",
-        )
+        self.connection(conn_id, "postgres", **postgres_connection_fields(self.postgres_url))
 
     def close(self) -> None:
         if not self.keep:
@@ -375,6 +361,20 @@ class Workspace:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def postgres_connection_fields(postgres_url: str) -> dict[str, Any]:
+    """The fields of an Airflow ``postgres`` connection to ``postgres_url`` (host, login, port, ...)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(postgres_url)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "login": parts.username or "postgres",
+        "password": parts.password,
+        "port": parts.port or 5432,
+        "schema": parts.path.lstrip("/") or "test",
+    }
 
 
 # Servers --------------------------------------------------------------------------------------------
@@ -463,6 +463,14 @@ class EmulatorProcess(_ServerProcess):
     @property
     def tokens(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {p: self.info[p] for p in ("canvas", "brightspace") if p in self.info}
+
+    def connection_extra(self, platform_name: str) -> dict[str, Any]:
+        """The extra of a canvas/brightspace connection holding the pre-issued ``bench`` tokens."""
+        tokens = self.tokens[platform_name]["bench"]
+        extra = {key: tokens[key] for key in ("access_token", "refresh_token", "expires_at")}
+        if platform_name == "brightspace":
+            extra["token_url"] = tokens["token_url"]
+        return extra
 
     def admin(self, action: str, payload: Mapping[str, Any] | None = None) -> Any:
         """The emulator's ``/_emulator/<action>`` (GET without payload, POST with one)."""
