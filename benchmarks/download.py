@@ -113,7 +113,8 @@ def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
         ],
         notes=[
             "hook: `BrightspaceHook.download_extract` (emulator: API call, 302 to the signed host) or "
-            "`BrightspaceHook.download` (static); it writes a hidden `.part` file, fsyncs it and renames it.",
+            "`BrightspaceHook.download` (static); it writes a hidden `.part` file, handing it to the disk "
+            "every 16 MiB, fsyncs it and renames it.",
             "curl: `curl -L -o` of the same URL; time from curl's own `time_total`; no fsync. "
             "curl + fsync: the same run plus the time to fsync curl's file afterwards (like for like).",
             "buffered: `requests.get(url).content` then one write to disk, as D2L's example client does.",

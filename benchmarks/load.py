@@ -259,7 +259,7 @@ def _memory(
     token = emulator.tokens["brightspace"]["bench"]["access_token"]
     links = python_child("download", "links", timeout=120).result
     table = Table(
-        "3d. Download and load an extract in one process (one run each)",
+        "3c. Download and load an extract in one process (one run each)",
         [
             "extract",
             "client",
@@ -278,7 +278,7 @@ def _memory(
             "connection lookup: the operators' first step, timed apart. Outside a task (as here) the "
             "provider reads connections through the ORM, whose first use imports every Airflow model; "
             "a task run by Airflow gets them through the Task SDK, but on LocalExecutor it starts with "
-            "those models loaded anyway (forked from the scheduler; see 3e). It is part of the peak.",
+            "those models loaded anyway (forked from the scheduler; see 3d). It is part of the peak.",
             "RSS growth = peak minus the RSS after imports and the connection lookup, before the first "
             "byte: the transfer and the load.",
         ],
@@ -438,7 +438,7 @@ def _memory_in_tasks(
     dags.mkdir()
     out.mkdir()
     _write_tasks_dag(dags, out, location, schema, {_tasks_dag_id(s): memory_data_set(s) for s in sizes})
-    progress("3e: starting a local Airflow (scheduler, dag-processor, triggerer, api-server)")
+    progress("3d: starting a local Airflow (scheduler, dag-processor, triggerer, api-server)")
     with LocalAirflow(root / "airflow-home", dags) as airflow:
         airflow.add_connection(
             BS_CONN_ID,
@@ -464,14 +464,14 @@ def _run_tasks_dag(airflow: LocalAirflow, size: int, out: Path) -> dict[str, Sam
     dag_id, timeout = _tasks_dag_id(size), 300 + 2 * size / 1e6
     airflow.wait_for_dag(dag_id)
     run_id = airflow.trigger(dag_id)
-    progress(f"3e: {dag_id} triggered, waiting up to {timeout:.0f} s")
+    progress(f"3d: {dag_id} triggered, waiting up to {timeout:.0f} s")
     state = airflow.wait_for_run(dag_id, run_id, timeout=timeout)
     instances = {ti["task_id"]: ti for ti in airflow.task_instances(dag_id, run_id)}
     if state != "success":
         failed = [ti for ti in instances.values() if ti["try_number"] and ti["state"] != "success"]
         tails = [_log_tail(airflow, ti) for ti in failed]
-        raise BenchError(f"3e: run {run_id} of {dag_id} ended {state}\n" + "\n".join(tails))
-    progress(f"3e: {dag_id} succeeded")
+        raise BenchError(f"3d: run {run_id} of {dag_id} ended {state}\n" + "\n".join(tails))
+    progress(f"3d: {dag_id} succeeded")
     samples: dict[str, Sample] = {}
     for task_id in TASK_IDS:
         try:
@@ -480,7 +480,7 @@ def _run_tasks_dag(airflow: LocalAirflow, size: int, out: Path) -> dict[str, Sam
             )
         except OSError as err:
             raise BenchError(
-                f"3e: a callback of {task_id} wrote nothing ({err})\n{_log_tail(airflow, instances[task_id])}"
+                f"3d: a callback of {task_id} wrote nothing ({err})\n{_log_tail(airflow, instances[task_id])}"
             ) from None
         _check_task_process(airflow, dag_id, task_id, start, end)
         samples[task_id] = {
@@ -498,7 +498,7 @@ def _run_tasks_dag(airflow: LocalAirflow, size: int, out: Path) -> dict[str, Sam
         }
     loaded = airflow.xcom(dag_id, run_id, "load")[memory_data_set(size)][0]["rows_upserted"]
     if loaded != rows_for(size):
-        raise BenchError(f"3e: the load task upserted {loaded} rows, expected {rows_for(size)}")
+        raise BenchError(f"3d: the load task upserted {loaded} rows, expected {rows_for(size)}")
     samples["load"]["rows"] = loaded
     return samples
 
@@ -512,7 +512,7 @@ def _check_task_process(
     others = {process.pid for process in airflow.processes.values()} | {end["supervisor_pid"]}
     if start["pid"] != pid or end["sid"] != airflow.processes["scheduler"].pid or pid in others:
         raise BenchError(
-            f"3e: {dag_id}.{task_id}: the callbacks did not run in one task process: {start} {end}"
+            f"3d: {dag_id}.{task_id}: the callbacks did not run in one task process: {start} {end}"
         )
 
 
@@ -525,7 +525,7 @@ def _log_tail(airflow: LocalAirflow, ti: dict[str, Any], lines: int = 40) -> str
 
 def _tasks_table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, Sample]) -> Table:
     table = Table(
-        "3e. Pull and load an extract as Airflow tasks (LocalExecutor, one run each)",
+        "3d. Pull and load an extract as Airflow tasks (LocalExecutor, one run each)",
         [
             "extract",
             "process",
@@ -554,8 +554,8 @@ def _tasks_table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, 
             "task's figure.",
             "task s: the task instance's duration as Airflow records it (process start-up, DAG file parse "
             "and callbacks included); execute s: from `on_execute_callback` to `on_success_callback`.",
-            "The 3d row is a diagnostic, not the target: one process with both operators' imports, which two "
-            "tasks never stack, and the ORM connection lookup outside a task (3d: `of which connection "
+            "The 3c row is a diagnostic, not the target: one process with both operators' imports, which two "
+            "tasks never stack, and the ORM connection lookup outside a task (3c: `of which connection "
             "lookup`), which no task makes.",
         ],
     )
@@ -584,7 +584,7 @@ def _tasks_table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, 
             p = one_process[size]
             table.add(
                 size_label(size),
-                "both in one process (3d, diagnostic)",
+                "both in one process (3c, diagnostic)",
                 f"{p['rows']:,}",
                 fmt(p["lookup_seconds"] + p["download_seconds"] + p["load_seconds"]),
                 fmt(p["download_seconds"] + p["load_seconds"]),
@@ -610,7 +610,7 @@ def _targets(
         ),
         Target(
             f"download + load of a {size_label(size)} extract < 150 MB peak, as Airflow tasks",
-            "peak of the task processes (3e) "
+            "peak of the task processes (3d) "
             + ", ".join(f"{task} {fmt(tasks[task]['peak_rss_mib'])} MiB" for task in TASK_IDS),
             peak < 150,
         ),
