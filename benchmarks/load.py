@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
 import statistics
@@ -24,13 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from benchmarks import load_in_tasks
 from benchmarks._harness import (
-    CLIENT_ID,
-    CLIENT_SECRET,
     TOKEN_ENV,
-    BenchError,
     CaseReport,
     EmulatorProcess,
     Sample,
@@ -42,8 +39,6 @@ from benchmarks._harness import (
     fmt,
     lms_seed,
     median,
-    postgres_connection_fields,
-    progress,
     psql,
     python_child,
     ratio,
@@ -53,9 +48,6 @@ from benchmarks._harness import (
     stopwatch,
 )
 from benchmarks.download import COLUMNS, rows_for, size_label
-
-if TYPE_CHECKING:
-    from airflow_provider_canvas.testing.local_airflow import LocalAirflow
 
 BS_CONN_ID = "bench_brightspace"  # the name benchmarks.download's ``links`` child reads
 PG_CONN_ID = "bench_postgres"
@@ -132,10 +124,18 @@ def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
             memory = _memory(emulator, url, schemas, location, memory_sizes)
             report.raw["memory"] = memory[1]
             report.tables.append(memory[0])
-            in_tasks = _memory_in_tasks(workspace, emulator, schemas["memory_tasks"], location, memory_sizes)
+            in_tasks = load_in_tasks.measure(
+                workspace,
+                emulator,
+                schema=schemas["memory_tasks"],
+                location=location,
+                data_sets={size: memory_data_set(size) for size in memory_sizes},
+                conn_ids=(BS_CONN_ID, PG_CONN_ID),
+                key=KEY,
+            )
             report.raw["memory_in_tasks"] = in_tasks
             one_process = {size: r["operators"] for size, r in memory[1].items()}
-            report.tables.append(_tasks_table(in_tasks, one_process))
+            report.tables.append(load_in_tasks.table(in_tasks, one_process))
             report.targets += _targets(samples, rows, in_tasks, max(memory_sizes))
         finally:
             psql(url, *(f"DROP SCHEMA IF EXISTS {s} CASCADE" for s in schemas.values()))
@@ -325,283 +325,12 @@ def _memory(
     return table, results
 
 
-# The same pull and load as Airflow tasks ------------------------------------------------------------
-
-TASK_IDS = ("pull", "load")
-#: The benchmark-only DAG file: constants first (see :func:`_write_tasks_dag`), then this body. Each
-#: task's callbacks run in the task process (the supervisor forks it) and write what ``/proc`` says
-#: about that process and about its parent, the supervisor.
-_TASKS_DAG_BODY = '''
-
-def _status(pid):
-    """VmHWM and VmRSS of a process, in KiB."""
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    fields = (line.partition(":") for line in lines)
-    return {key: int(value.split()[0]) for key, _, value in fields if key in ("VmHWM", "VmRSS")}
-
-
-def _private_kib():
-    """What this process holds alone (not shared with the supervisor it was forked from), in KiB."""
-    lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
-    return sum(int(line.split()[1]) for line in lines if line.startswith(("Private_Clean", "Private_Dirty")))
-
-
-def _recorder(moment):
-    def record(context):
-        ti, parent = context["ti"], os.getppid()
-        payload = {
-            "time": time.time(),
-            "orm_imported": "airflow.models.taskinstance" in sys.modules,
-            "pid": os.getpid(),
-            "sid": os.getsid(0),
-            "task_kib": {**_status("self"), "Private": _private_kib()},
-            "supervisor_pid": parent,
-            "supervisor_kib": _status(parent),
-            "supervisor_cmdline": Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\\0", b" ").decode(),
-        }
-        (Path(OUT) / f"{ti.dag_id}.{ti.task_id}.{moment}.json").write_text(json.dumps(payload))
-
-    return record
-
-
-for dag_id, data_set in DATA_SETS.items():
-    with DAG(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
-        callbacks = {"on_execute_callback": _recorder("start"), "on_success_callback": _recorder("end")}
-        pull = BrightspaceDataSetsPullOperator(
-            task_id="pull",
-            data_sets=[data_set],
-            location=LOCATION,
-            brightspace_conn_id=BRIGHTSPACE_CONN_ID,
-            retries=0,
-            **callbacks,
-        )
-        load = BrightspaceDataSetsToPostgresOperator(
-            task_id="load",
-            data_sets=[data_set],
-            location=LOCATION,
-            postgres_conn_id=POSTGRES_CONN_ID,
-            schema=SCHEMA,
-            key_columns={data_set: KEY},
-            retries=0,
-            **callbacks,
-        )
-        pull >> load
-'''
-_TASKS_DAG_IMPORTS = '''"""Benchmark-only DAGs, written by benchmarks/load.py: pull >> load of an extract."""
-import json
-import os
-import sys
-import time
-from pathlib import Path
-
-import pendulum
-from airflow.sdk import DAG
-
-from airflow_provider_canvas.operators.brightspace import (
-    BrightspaceDataSetsPullOperator,
-    BrightspaceDataSetsToPostgresOperator,
-)
-
-'''
-
-
-def _write_tasks_dag(dags: Path, out: Path, location: Path, schema: str, data_sets: dict[str, str]) -> None:
-    """The DAG file: one DAG per extract (``data_sets``: DAG id -> data set), its constants inlined."""
-    constants = {
-        "OUT": str(out),
-        "LOCATION": str(location),
-        "SCHEMA": schema,
-        "BRIGHTSPACE_CONN_ID": BS_CONN_ID,
-        "POSTGRES_CONN_ID": PG_CONN_ID,
-        "KEY": KEY,
-        "DATA_SETS": data_sets,
-    }
-    lines = "".join(f"{name} = {value!r}\n" for name, value in constants.items())
-    (dags / "canvas_bench_memory.py").write_text(_TASKS_DAG_IMPORTS + lines + _TASKS_DAG_BODY)
-
-
-def _tasks_dag_id(size: int) -> str:
-    return "canvas_bench_memory_" + size_label(size).replace(" ", "").lower()
-
-
-def _memory_in_tasks(
-    workspace: Workspace, emulator: EmulatorProcess, schema: str, location: Path, sizes: tuple[int, ...]
-) -> dict[int, dict[str, Sample]]:
-    """Pull >> load of each extract as a DAG run on a real local Airflow (LocalExecutor), one run each.
-
-    The task processes report their own memory from their callbacks (see ``_TASKS_DAG_BODY``).
-    """
-    from airflow_provider_canvas.testing.local_airflow import LocalAirflow  # not in the measured children
-
-    root = workspace.path("tasks", "x").parent
-    dags, out = root / "dags", root / "memory"
-    dags.mkdir()
-    out.mkdir()
-    _write_tasks_dag(dags, out, location, schema, {_tasks_dag_id(s): memory_data_set(s) for s in sizes})
-    progress("3d: starting a local Airflow (scheduler, dag-processor, triggerer, api-server)")
-    with LocalAirflow(root / "airflow-home", dags) as airflow:
-        airflow.add_connection(
-            BS_CONN_ID,
-            "brightspace",
-            host=emulator.url,
-            login=CLIENT_ID,
-            password=CLIENT_SECRET,
-            extra=emulator.connection_extra("brightspace"),
-        )
-        airflow.add_connection(PG_CONN_ID, "postgres", **postgres_connection_fields(workspace.postgres_url))
-        results: dict[int, dict[str, Sample]] = {}
-        for size in sizes:
-            psql(workspace.postgres_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            try:
-                results[size] = _run_tasks_dag(airflow, size, out)
-            finally:
-                shutil.rmtree(location, ignore_errors=True)
-    return results
-
-
-def _run_tasks_dag(airflow: LocalAirflow, size: int, out: Path) -> dict[str, Sample]:
-    """Trigger the DAG of ``size``, wait for success, return each task's memory (MiB) and time (s)."""
-    dag_id, timeout = _tasks_dag_id(size), 300 + 2 * size / 1e6
-    airflow.wait_for_dag(dag_id)
-    run_id = airflow.trigger(dag_id)
-    progress(f"3d: {dag_id} triggered, waiting up to {timeout:.0f} s")
-    state = airflow.wait_for_run(dag_id, run_id, timeout=timeout)
-    instances = {ti["task_id"]: ti for ti in airflow.task_instances(dag_id, run_id)}
-    if state != "success":
-        failed = [ti for ti in instances.values() if ti["try_number"] and ti["state"] != "success"]
-        tails = [_log_tail(airflow, ti) for ti in failed]
-        raise BenchError(f"3d: run {run_id} of {dag_id} ended {state}\n" + "\n".join(tails))
-    progress(f"3d: {dag_id} succeeded")
-    samples: dict[str, Sample] = {}
-    for task_id in TASK_IDS:
-        try:
-            start, end = (
-                json.loads((out / f"{dag_id}.{task_id}.{m}.json").read_text()) for m in ("start", "end")
-            )
-        except OSError as err:
-            raise BenchError(
-                f"3d: a callback of {task_id} wrote nothing ({err})\n{_log_tail(airflow, instances[task_id])}"
-            ) from None
-        _check_task_process(airflow, dag_id, task_id, start, end)
-        samples[task_id] = {
-            "peak_rss_mib": end["task_kib"]["VmHWM"] / 1024,
-            "rss_start_mib": start["task_kib"]["VmRSS"] / 1024,
-            "rss_end_mib": end["task_kib"]["VmRSS"] / 1024,
-            "private_end_mib": end["task_kib"]["Private"] / 1024,
-            "supervisor_rss_mib": end["supervisor_kib"]["VmRSS"] / 1024,
-            "supervisor_hwm_mib": end["supervisor_kib"]["VmHWM"] / 1024,
-            "seconds": float(instances[task_id]["duration"]),
-            "execute_seconds": end["time"] - start["time"],
-            "orm_imported_at_start": start["orm_imported"],
-            "pid": end["pid"],
-            "supervisor_pid": end["supervisor_pid"],
-        }
-    loaded = airflow.xcom(dag_id, run_id, "load")[memory_data_set(size)][0]["rows_upserted"]
-    if loaded != rows_for(size):
-        raise BenchError(f"3d: the load task upserted {loaded} rows, expected {rows_for(size)}")
-    samples["load"]["rows"] = loaded
-    return samples
-
-
-def _check_task_process(
-    airflow: LocalAirflow, dag_id: str, task_id: str, start: dict[str, Any], end: dict[str, Any]
-) -> None:
-    """Fail unless both callbacks ran in one task process: forked in the scheduler's session (by the
-    LocalExecutor worker that supervises it), neither a component nor the supervisor itself."""
-    pid = end["pid"]
-    others = {process.pid for process in airflow.processes.values()} | {end["supervisor_pid"]}
-    if start["pid"] != pid or end["sid"] != airflow.processes["scheduler"].pid or pid in others:
-        raise BenchError(
-            f"3d: {dag_id}.{task_id}: the callbacks did not run in one task process: {start} {end}"
-        )
-
-
-def _log_tail(airflow: LocalAirflow, ti: dict[str, Any], lines: int = 40) -> str:
-    text = airflow.task_log(ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["try_number"])
-    return f"--- {ti['task_id']} ({ti['state']}), last {lines} log lines:\n" + "\n".join(
-        text.splitlines()[-lines:]
-    )
-
-
-def _tasks_table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, Sample]) -> Table:
-    table = Table(
-        "3d. Pull and load an extract as Airflow tasks (LocalExecutor, one run each)",
-        [
-            "extract",
-            "process",
-            "rows",
-            "task s",
-            "execute s",
-            "peak RSS MiB",
-            "RSS at start MiB",
-            "private at end MiB",
-            "supervisor RSS MiB",
-        ],
-        notes=[
-            "A DAG of two tasks, `BrightspaceDataSetsPullOperator` >> "
-            "`BrightspaceDataSetsToPostgresOperator` (unchanged), run by a local Airflow 3 (scheduler, "
-            "dag-processor, triggerer, api-server; LocalExecutor, SQLite metadata); the tasks get their "
-            "connections through the Task SDK.",
-            "peak RSS: `VmHWM` of the task process, read by its `on_success_callback` (after `execute` "
-            "and the XCom push); RSS at start: its `VmRSS` in `on_execute_callback`, before `execute`; "
-            "private at end: its `Private_Clean` + `Private_Dirty` (smaps_rollup) in `on_success_callback`. "
-            "Both callbacks are checked to run in one process forked in the scheduler's session, not the "
-            "supervisor.",
-            "The supervisor (the LocalExecutor worker, forked from the scheduler) forks each task process: "
-            "the kernel starts the child's high-water mark at its RSS at fork, and that RSS includes the "
-            "pages it shares with the supervisor (copy-on-write). That is what a worker holds for the task, "
-            "reported as is; the supervisor's own RSS (at the task's end) is context, not part of the "
-            "task's figure.",
-            "task s: the task instance's duration as Airflow records it (process start-up, DAG file parse "
-            "and callbacks included); execute s: from `on_execute_callback` to `on_success_callback`.",
-            "The 3c row is a diagnostic, not the target: one process with both operators' imports, which two "
-            "tasks never stack, and the ORM connection lookup outside a task (3c: `of which connection "
-            "lookup`), which no task makes.",
-        ],
-    )
-    if all(tasks[task_id]["orm_imported_at_start"] for tasks in in_tasks.values() for task_id in TASK_IDS):
-        table.notes.append(
-            "A task makes no ORM lookup, but each task process starts with Airflow's ORM models imported "
-            "(`airflow.models.taskinstance` in `sys.modules` when `execute` starts): pages it inherits "
-            "from the supervisor, which the scheduler forked after importing them."
-        )
-    for size, tasks in in_tasks.items():
-        rows = f"{tasks['load']['rows']:,}"
-        for task_id in TASK_IDS:
-            t = tasks[task_id]
-            table.add(
-                size_label(size),
-                f"{task_id} task",
-                rows,
-                fmt(t["seconds"]),
-                fmt(t["execute_seconds"]),
-                fmt(t["peak_rss_mib"]),
-                fmt(t["rss_start_mib"]),
-                fmt(t["private_end_mib"]),
-                fmt(t["supervisor_rss_mib"]),
-            )
-        if size in one_process:
-            p = one_process[size]
-            table.add(
-                size_label(size),
-                "both in one process (3c, diagnostic)",
-                f"{p['rows']:,}",
-                fmt(p["lookup_seconds"] + p["download_seconds"] + p["load_seconds"]),
-                fmt(p["download_seconds"] + p["load_seconds"]),
-                fmt(p["peak_rss_mib"]),
-                "n/a",
-                "n/a",
-                "n/a",
-            )
-    return table
-
-
 def _targets(
     samples: dict[str, list[Sample]], rows: int, in_tasks: dict[int, dict[str, Sample]], size: int
 ) -> list[Target]:
     ours, limit = median(samples["operator"], "rows_s"), median(samples["psql \\copy"], "rows_s")
     tasks = in_tasks[size]
-    peak = max(tasks[task]["peak_rss_mib"] for task in TASK_IDS)
+    peak = max(tasks[task]["peak_rss_mib"] for task in load_in_tasks.TASK_IDS)
     return [
         Target(
             f"load >= 0.7x psql \\copy ({rows:,} rows)",
@@ -611,7 +340,7 @@ def _targets(
         Target(
             f"download + load of a {size_label(size)} extract < 150 MB peak, as Airflow tasks",
             "peak of the task processes (3d) "
-            + ", ".join(f"{task} {fmt(tasks[task]['peak_rss_mib'])} MiB" for task in TASK_IDS),
+            + ", ".join(f"{task} {fmt(tasks[task]['peak_rss_mib'])} MiB" for task in load_in_tasks.TASK_IDS),
             peak < 150,
         ),
     ]
