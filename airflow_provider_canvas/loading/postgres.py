@@ -307,7 +307,7 @@ class PostgresExtractLoader:
         copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
             target, self._idents(header)
         )
-        rows_read = self._copy(cur, copy.as_string(self.conn), csv_in, target)
+        rows_read = self._copy(cur, copy.as_string(self.conn), csv_in)
         rows = rows_read
         add_key = sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(target, self._idents(keys))
         cur.execute("SAVEPOINT bds_key")
@@ -350,14 +350,14 @@ class PostgresExtractLoader:
             sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(stage, self._text_columns(header))
         )
         copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stage, self._idents(header))
-        rows_read = self._copy(cur, copy.as_string(self.conn), csv_in, stage)
+        rows_read = self._copy(cur, copy.as_string(self.conn), csv_in)
         self._check_keys(cur, csv_in, stage, keys)
         self._drop_repeated_keys(cur, stage, keys)
 
+        matches = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=self._ident(k)) for k in keys)
         rows_deleted = 0
         only_live = sql.SQL("")
         if deleted == "delete" and DELETED_COLUMN in header:
-            matches = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=self._ident(k)) for k in keys)
             cur.execute(
                 sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {} AND {}").format(
                     target, stage, matches, self._is_deleted("s")
@@ -366,7 +366,6 @@ class PostgresExtractLoader:
             rows_deleted = cur.rowcount
             only_live = sql.SQL(" WHERE NOT coalesce({}, false)").format(self._is_deleted("s"))
         if full:
-            matches = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=self._ident(k)) for k in keys)
             cur.execute(
                 sql.SQL("DELETE FROM {} AS t WHERE NOT EXISTS (SELECT FROM {} AS s WHERE {})").format(
                     target, stage, matches
@@ -451,18 +450,15 @@ class PostgresExtractLoader:
     def _idents(self, names: Sequence[str]) -> Any:
         return self.sql.SQL(", ").join(self._ident(n) for n in names)
 
-    def _copy(self, cur: Any, statement: str, csv_in: ExtractCsv, table: Any) -> int:
-        """Stream the CSV through ``COPY ... FROM STDIN``; returns the rows copied."""
+    def _copy(self, cur: Any, statement: str, csv_in: ExtractCsv) -> int:
+        """Stream the CSV through ``COPY ... FROM STDIN``; returns the rows copied (both drivers say)."""
         if hasattr(cur, "copy"):  # psycopg 3
             with cur.copy(statement) as copy:
                 while chunk := csv_in.read(_COPY_CHUNK_CHARS):
                     copy.write(chunk)
         else:  # psycopg2
             cur.copy_expert(statement, csv_in, size=_COPY_CHUNK_CHARS)
-        if cur.rowcount >= 0:
-            return int(cur.rowcount)
-        cur.execute(self.sql.SQL("SELECT count(*) FROM {}").format(table))  # a driver that does not say
-        return int(cur.fetchone()[0])
+        return int(cur.rowcount)
 
     @staticmethod
     def _as_format_error(err: BaseException, label: str) -> ExtractFormatError:
