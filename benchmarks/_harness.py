@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -431,6 +431,15 @@ class _ServerProcess:
                 self._process.wait()
         self._process = None
 
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
 
 class EmulatorProcess(_ServerProcess):
     """``python -m airflow_provider_canvas.testing`` with a seed, in its own process."""
@@ -481,15 +490,6 @@ class EmulatorProcess(_ServerProcess):
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def __enter__(self) -> EmulatorProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 class StaticFileServer(_ServerProcess):
     """``benchmarks._static_server`` serving one directory with sendfile(2)."""
@@ -502,15 +502,6 @@ class StaticFileServer(_ServerProcess):
     @property
     def url(self) -> str:
         return str(self.info["url"])
-
-    def __enter__(self) -> StaticFileServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 # PostgreSQL from the parent (psql: keeps the parent free of drivers) -------------------------------
