@@ -6,7 +6,6 @@ import re
 import time
 import tracemalloc
 
-import pendulum
 import pytest
 from lms_fixtures import CLIENT_SECRET
 
@@ -206,11 +205,7 @@ def test_missing_put_scope_names_the_scope(emulator, make_connection):
         "canvas_no_put",
         "canvas",
         emulator.url,
-        {
-            "access_token": issued.access_token,
-            "refresh_token": issued.refresh_token,
-            "expires_at": pendulum.instance(issued.expires_at).to_iso8601_string(),
-        },
+        emulator.connection_extra("canvas", issued),
         login="key",
         password=CLIENT_SECRET,
     )

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pendulum
 import pytest
 from airflow.utils.state import DagRunState
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET
@@ -58,11 +57,7 @@ def _connect(emu: LmsEmulator, make_connection: Callable[..., str], conn_id: str
         conn_id,
         "canvas",
         emu.url,
-        {
-            "access_token": issued.access_token,
-            "refresh_token": issued.refresh_token,
-            "expires_at": pendulum.instance(issued.expires_at).to_iso8601_string(),
-        },
+        emu.connection_extra("canvas", issued),
         login=CLIENT_ID,
         password=CLIENT_SECRET,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pendulum
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, stored_extra
 
 from airflow_provider_canvas.cli.main import main
@@ -25,12 +24,7 @@ def canvas_connection(emulator, make_connection, key_scopes: list[str], conn_id:
     emulator.canvas.register_client(CLIENT_ID, CLIENT_SECRET, scopes=key_scopes)
     emulator.canvas.add_account(1, "Root")
     issued = emulator.canvas.issue_tokens(CLIENT_ID)
-    extra = {
-        "access_token": issued.access_token,
-        "refresh_token": issued.refresh_token,
-        "expires_at": pendulum.instance(issued.expires_at).to_iso8601_string(),
-        "scopes": " ".join(key_scopes),
-    }
+    extra = {**emulator.connection_extra("canvas", issued), "scopes": " ".join(key_scopes)}
     return make_connection(conn_id, "canvas", emulator.url, extra, login=CLIENT_ID, password=CLIENT_SECRET)
 
 

@@ -203,11 +203,7 @@ def test_the_listed_scopes_are_exactly_what_the_example_dags_call(
             CONN_ID,
             "canvas",
             emulator.url,
-            {
-                "access_token": issued.access_token,
-                "refresh_token": issued.refresh_token,
-                "expires_at": pendulum.instance(issued.expires_at).to_iso8601_string(),
-            },
+            emulator.connection_extra("canvas", issued),
             login=client_id,
             password=CLIENT_SECRET,
         )

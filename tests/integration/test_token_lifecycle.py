@@ -106,11 +106,7 @@ def test_missing_scope_401_is_final_and_names_the_scope(emulator, make_connectio
         "canvas_scoped",
         "canvas",
         emulator.url,
-        {
-            "access_token": issued.access_token,
-            "refresh_token": issued.refresh_token,
-            "expires_at": pendulum.instance(issued.expires_at).to_iso8601_string(),
-        },
+        emulator.connection_extra("canvas", issued),
         login="key",
         password=CLIENT_SECRET,
     )
