@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from airflow.models import Connection
 from airflow.utils.session import create_session
-from lms_fixtures import CLIENT_ID, CLIENT_SECRET
+from lms_fixtures import CLIENT_ID, CLIENT_SECRET, DSN
 
 from airflow_provider_canvas.testing import LmsEmulator
 
@@ -61,3 +63,12 @@ def lms_connection(emulator: LmsEmulator, make_connection: Callable[..., str]) -
         )
 
     return make
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema name for one test, dropped (with what the test put in it) afterwards."""
+    name = f"bds_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as db:
+        db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from airflow.utils.state import DagRunState
+from lms_fixtures import DSN
 
 from airflow_provider_canvas.testing.emulator import utcnow
 
 DAG_FILE = Path(__file__).parents[2] / "dags" / "brightspace_data_sets_pull.py"
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
 def load_dag(location: Path):
@@ -25,14 +25,6 @@ def load_dag(location: Path):
         env.setenv("BRIGHTSPACE_BDS_LOCATION", str(location))
         spec.loader.exec_module(module)
     return module.dag
-
-
-@pytest.fixture
-def schema() -> str:
-    name = f"bds_dag_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as db:
-        db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def test_dag_shape_and_params(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ import psycopg
 import psycopg2
 import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
+from lms_fixtures import COLUMNS, DSN, user
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.loading.extract import ExtractFormatError
@@ -19,32 +19,12 @@ from airflow_provider_canvas.loading.postgres import LEDGER_TABLE, PostgresExtra
 from airflow_provider_canvas.testing.brightspace import build_zip, csv_bytes
 from airflow_provider_canvas.tokens.metadata import get_connection
 
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]
-
-
-def user(i: int, name: str | None = None, deleted: bool = False, **more: str) -> dict[str, str]:
-    return {
-        "UserId": str(i),
-        "UserName": name or f"user{i}",
-        "OrgDefinedId": f"S{i:05d}",
-        "IsDeleted": str(deleted),
-        **more,
-    }
 
 
 def write_zip(path: Path, rows: list[dict], columns: list[str] = COLUMNS, member: str = "Users.csv") -> Path:
     path.write_bytes(build_zip([(member, csv_bytes(columns, rows))], T0))
     return path
-
-
-@pytest.fixture
-def schema() -> str:
-    name = f"bds_test_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as db:
-        db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
+from lms_fixtures import COLUMNS, DSN, user
 
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.hooks.brightspace import BdsDownloadError, ExportJobError
@@ -25,27 +26,6 @@ from airflow_provider_canvas.operators.brightspace import (
 )
 from airflow_provider_canvas.testing.emulator import utcnow
 from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
-
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]
-
-
-def user(i: int, name: str | None = None, deleted: bool = False, **more: str) -> dict[str, str]:
-    return {
-        "UserId": str(i),
-        "UserName": name or f"user{i}",
-        "OrgDefinedId": f"S{i:05d}",
-        "IsDeleted": str(deleted),
-        **more,
-    }
-
-
-@pytest.fixture
-def schema() -> str:
-    name = f"bds_op_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as db:
-        db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture
