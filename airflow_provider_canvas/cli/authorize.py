@@ -22,17 +22,17 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_provider_canvas.cli import HOOK_CLASSES
-from airflow_provider_canvas.cli.scopes import brightspace_covers, parse_scopes, report_for
+from airflow_provider_canvas.cli.scopes import brightspace_covers, report_for
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 from airflow_provider_canvas.hooks.base import LmsHook
-from airflow_provider_canvas.hooks.brightspace import DEFAULT_SCOPES, DEFAULT_TOKEN_URL
+from airflow_provider_canvas.hooks.brightspace import DEFAULT_SCOPES, DEFAULT_TOKEN_URL, TOKEN_URL_KEY
+from airflow_provider_canvas.hooks.connection_checks import check_base_url, is_loopback, parse_scopes
 from airflow_provider_canvas.tokens import metadata
-from airflow_provider_canvas.tokens.model import TOKEN_KEYS, TokenSet, extra_value
+from airflow_provider_canvas.tokens.model import MASKED, TOKEN_KEYS, TokenSet, extra_value
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
 
 DEFAULT_SECRET_ENV = "CANVAS_OAUTH_CLIENT_SECRET"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
 class AuthorizeError(LmsError):
@@ -56,7 +56,7 @@ class Settings:
     @property
     def local_redirect(self) -> bool:
         parts = urlsplit(self.redirect_uri)
-        return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+        return parts.scheme == "http" and is_loopback(parts.hostname)
 
 
 # Input -----------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def resolve_settings(
     extra = {k: v for k, v in (existing.extra_dejson if existing else {}).items() if not _is_token_key(k)}
 
     host = (host or (existing.host if existing else None) or "").rstrip("/")
-    _check_base_url("host", host, "https://myschool.instructure.com")
+    check_base_url("the host", host, "https://myschool.instructure.com")
     client_id = client_id or (existing.login if existing else None)
     if not client_id:
         raise LmsConfigurationError(
@@ -108,9 +108,11 @@ def resolve_settings(
     scopes = _scopes(platform, extra, scopes, scopes_from_dags, all_operator_scopes)
     extra.update({"redirect_uri": redirect_uri, "scopes": " ".join(scopes)})
     if platform == "brightspace":
-        token_url = token_url or extra_value(extra, platform, "token_url") or DEFAULT_TOKEN_URL
-        _check_base_url("token URL", token_url, DEFAULT_TOKEN_URL)
-        extra["token_url"] = token_url
+        # A 0.1 connection holds it as ``token_url``, possibly the ``***`` its form saved for the default.
+        legacy_keys = (TOKEN_URL_KEY, "token_url", "extra__brightspace__token_url")
+        stored = [extra.pop(key, None) for key in legacy_keys]
+        stored_url = next((url for url in stored if url and url != MASKED), DEFAULT_TOKEN_URL)
+        extra[TOKEN_URL_KEY] = check_base_url("the token URL", token_url or stored_url, DEFAULT_TOKEN_URL)
     elif token_url:
         raise LmsConfigurationError(
             "--token-url is a Brightspace setting; Canvas uses {host}/login/oauth2/token"
@@ -161,17 +163,6 @@ def _platform(conn_id: str, platform: str | None, existing: Any) -> str:
 
 def _is_token_key(key: str) -> bool:
     return any(key == name or key.endswith(f"__{name}") for name in TOKEN_KEYS)
-
-
-def _check_base_url(what: str, url: str, example: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise LmsConfigurationError(f"the {what} must be a URL with its scheme, e.g. {example} (got {url!r})")
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise LmsConfigurationError(
-            f"the {what} must use https ({url!r}): the client secret and tokens would travel in clear "
-            "(http is accepted for 127.0.0.1/localhost only, e.g. the emulator)"
-        )
 
 
 def _check_redirect_uri(redirect_uri: str) -> None:
@@ -293,7 +284,7 @@ def authorization_url(hook: LmsHook, settings: Settings) -> tuple[str, str]:
 @contextlib.contextmanager
 def _http_allowed_for_loopback(url: str) -> Iterator[None]:
     # oauthlib refuses http URLs; the emulator and local test servers on 127.0.0.1 use plain http.
-    allow = urlsplit(url).scheme == "http" and urlsplit(url).hostname in LOOPBACK_HOSTS
+    allow = urlsplit(url).scheme == "http" and is_loopback(urlsplit(url).hostname)
     before = os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")
     if allow:
         os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"

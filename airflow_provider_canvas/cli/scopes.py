@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,13 +22,6 @@ from airflow_provider_canvas.hooks.canvas import (
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
-
-CANVAS_SCOPE = re.compile(r"url:(GET|POST|PUT|PATCH|DELETE)\|/[^\s|]+")
-BRIGHTSPACE_SCOPE = re.compile(r"[a-z0-9_-]+:[a-z0-9_*-]+:[a-z0-9_*-]+", re.IGNORECASE)
-_FORMS = {
-    "canvas": "url:VERB|/path, e.g. url:GET|/api/v1/accounts/:id",
-    "brightspace": "group:resource:action, e.g. datahub:dataexports:read",
-}
 
 #: The group each scope is listed under in Canvas's developer key form (Enforce Scopes). Canvas
 #: names the group after the API documentation page of the endpoint, which the path does not
@@ -46,19 +38,6 @@ _PROVIDER_PACKAGE = "airflow_provider_canvas."
 
 def platform_of(scope: str) -> str:
     return "canvas" if scope.startswith("url:") else "brightspace"
-
-
-def parse_scopes(platform: str, values: Iterable[str]) -> list[str]:
-    """Scopes from arguments or a connection (space-separated allowed), checked, duplicates dropped."""
-    scopes = list(dict.fromkeys(part for value in values for part in str(value).split()))
-    pattern = CANVAS_SCOPE if platform == "canvas" else BRIGHTSPACE_SCOPE
-    malformed = [scope for scope in scopes if not pattern.fullmatch(scope)]
-    if malformed:
-        raise LmsConfigurationError(
-            f"not {platform} scope(s): {', '.join(repr(s) for s in malformed)}. A {platform} scope has "
-            f"the form {_FORMS[platform]}; separate several with spaces."
-        )
-    return scopes
 
 
 def group_of(scope: str) -> str:

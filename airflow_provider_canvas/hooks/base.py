@@ -26,6 +26,7 @@ from airflow_provider_canvas.exceptions import (
     LmsThrottledError,
     LmsUnavailableError,
 )
+from airflow_provider_canvas.hooks.connection_checks import check_base_url, parse_scopes
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.lifecycle import TokenLifecycle
 from airflow_provider_canvas.tokens.locks import file_lock, postgres_lock
@@ -52,12 +53,26 @@ _MAY_HAVE_BEEN_USED = {
 }
 
 
+#: Raised by requests before anything is sent, because the URL or a header cannot be used at all:
+#: no retry can help, and no token was spent.
+_UNUSABLE_REQUEST = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidHeader,
+)
+
+
 def _never_sent(err: requests.RequestException) -> bool:
     """True when the request cannot have reached the server (safe to send again)."""
     if isinstance(err, requests.ConnectTimeout):
         return True
     reason = getattr(err.args[0], "reason", None) if err.args else None
     return isinstance(reason, NewConnectionError)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ class LmsHook(BaseHook):
     """
 
     platform: ClassVar[str]
+    #: What the host field should look like, for messages.
+    example_host: ClassVar[str]
     token_client_auth: ClassVar[Literal["basic", "body"]]
     #: Brightspace refresh tokens die when used: a token request that may have reached the
     #: server is never sent again.
@@ -105,6 +122,9 @@ class LmsHook(BaseHook):
         if conn_id_by_name:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(conn_id_by_name)}")
         self.conn_id = conn_id or named or getattr(self, "default_conn_name")  # noqa: B009
+        #: How messages name the connection. The Test button runs on a copy under a random id,
+        #: which would mean nothing to the person reading the message.
+        self.conn_label = f"connection {self.conn_id!r}"
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
@@ -120,22 +140,28 @@ class LmsHook(BaseHook):
         conn = metadata.get_connection(self.conn_id)
         if conn.conn_type != self.conn_type:
             raise LmsConfigurationError(
-                f"connection {self.conn_id!r} has type {conn.conn_type!r}; "
+                f"{self.conn_label} has type {conn.conn_type!r}; "
                 f"{type(self).__name__} needs a connection of type {self.conn_type!r}"
-            )
-        if not conn.host or urlsplit(conn.host).scheme not in ("http", "https"):
-            raise LmsConfigurationError(
-                f"connection {self.conn_id!r}: host must be the base URL with its scheme, "
-                f"e.g. https://myschool.instructure.com (got {conn.host!r})"
             )
         if not conn.login or not conn.password:
             raise LmsConfigurationError(
-                f"connection {self.conn_id!r} needs the client ID as login and the client secret as password"
+                f"{self.conn_label} needs the client ID as login and the client secret as password"
             )
         from airflow.sdk.log import mask_secret
 
         mask_secret(conn.password)
+        self._check_connection(conn)
         return conn
+
+    def _check_connection(self, conn: Any) -> None:
+        """Refuse what a person mistyped before any request leaves; say what to type instead."""
+        check_base_url(f"the host of {self.conn_label}", conn.host, self.example_host)
+        scopes = extra_value(conn.extra_dejson, self.platform, "scopes")
+        if scopes:
+            try:
+                parse_scopes(self.platform, [scopes])
+            except LmsConfigurationError as err:
+                raise LmsConfigurationError(f"the scopes of {self.conn_label}: {err}") from None
 
     def extra(self, name: str, default: Any = None) -> Any:
         value = extra_value(self.connection.extra_dejson, self.platform, name)
@@ -221,6 +247,8 @@ class LmsHook(BaseHook):
                     headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
                     timeout=self.timeout,
                 )
+            except _UNUSABLE_REQUEST as err:
+                raise self._unusable(err, f"{method} {redact_url(url)}") from None
             except requests.RequestException as err:
                 if attempt > self.max_retries or not (method in _SAFE_TO_REPEAT or _never_sent(err)):
                     raise LmsUnavailableError(
@@ -272,6 +300,12 @@ class LmsHook(BaseHook):
 
     def get_json(self, path_or_url: str, *, scope: str | None = None, **kwargs: Any) -> Any:
         return self.request("GET", path_or_url, scope=scope, **kwargs).json()
+
+    def _unusable(self, err: requests.RequestException, where: str) -> LmsConfigurationError:
+        return LmsConfigurationError(
+            f"{where}: nothing was sent, the URL cannot be used ({type(err).__name__}). Check the host "
+            f"and the other URLs of {self.conn_label}; no token was spent."
+        )
 
     def _is_throttled(self, response: requests.Response) -> bool:
         return response.status_code == 429
@@ -351,26 +385,27 @@ class LmsHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """The connection form's Test button: does the API accept the stored access token?"""
+        self.conn_label = "this connection"
         try:
             tokens = TokenSet.from_extra(self.connection.extra_dejson, self.platform)
             check = self.check_access_token(tokens)
         except (LmsError, ValueError) as err:
-            return False, str(err)
+            return False, _sentence(str(err))
         finally:
             self.close()
         if check.works:
             return True, check.detail
         return False, (
-            f"{check.detail}. This test never refreshes tokens (it runs on a copy of the connection, "
-            "where a new refresh token would be lost); a task refreshes and saves them, e.g. the "
-            "lms_token_keepalive DAG. `canvas-oauth check` reports more."
+            f"{_sentence(check.detail)}. This test never refreshes tokens (it runs on a copy of the "
+            "connection, where a new refresh token would be lost); a task refreshes and saves them, "
+            "e.g. the lms_token_keepalive DAG. `canvas-oauth check` reports more."
         )
 
     def check_access_token(self, tokens: TokenSet) -> AccessTokenCheck:
         """One request with ``tokens.access_token``: no refresh, no retry, nothing saved."""
         expires_at = tokens.expires_at
         if not tokens.access_token:
-            return AccessTokenCheck(False, f"connection {self.conn_id!r} holds no access token", expires_at)
+            return AccessTokenCheck(False, f"{self.conn_label} holds no access token", expires_at)
         if expires_at is not None and expires_at <= pendulum.now("UTC"):
             return AccessTokenCheck(
                 False, f"the stored access token expired at {expires_at.to_iso8601_string()}", expires_at
@@ -503,6 +538,8 @@ class LmsHook(BaseHook):
                     auth=auth,
                     timeout=self.timeout,
                 )
+            except _UNUSABLE_REQUEST as err:
+                raise self._unusable(err, where) from None
             except requests.RequestException as err:
                 retryable = _never_sent(err) or not single_use
                 if attempt > self.max_retries or not retryable:
@@ -548,7 +585,7 @@ class LmsHook(BaseHook):
     ) -> str:
         said = f"(HTTP {status} {error}: {description or 'no description'})."
         if grant_type == "authorization_code":
-            what = f"{self.hook_name} refused the authorization code for connection {self.conn_id!r} {said}"
+            what = f"{self.hook_name} refused the authorization code for {self.conn_label} {said}"
             if error == "invalid_client":
                 return f"{what} Check the client ID and client secret."
             if error == "invalid_grant":
@@ -557,7 +594,7 @@ class LmsHook(BaseHook):
                     "URI: run the authorization again."
                 )
             return what
-        what = f"{self.hook_name} refused to refresh the tokens of connection {self.conn_id!r} {said}"
+        what = f"{self.hook_name} refused to refresh the tokens of {self.conn_label} {said}"
         if error == "invalid_client":
             return f"{what} Check the client ID (login) and client secret (password)."
         if error in ("invalid_grant", "invalid_request"):

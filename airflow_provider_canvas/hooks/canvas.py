@@ -100,6 +100,7 @@ class CanvasHook(LmsHook):
     hook_name = "Canvas LMS"
 
     platform: ClassVar[str] = "canvas"
+    example_host = "https://myschool.instructure.com"
     token_client_auth = "body"
     # Canvas refresh tokens do not rotate: a retried refresh cannot lose one.
     single_use_refresh_tokens = False
@@ -249,9 +250,9 @@ class CanvasHook(LmsHook):
             return (
                 f"{where}: the developer key lacks scope {scope or '(unknown)'} (Canvas said: {said}). "
                 "Add the scope to the developer key (Admin > Developer Keys) and authorize "
-                f"connection {self.conn_id!r} again."
+                f"{self.conn_label} again."
             )
         return (
-            f"{where}: the Canvas user who authorized connection {self.conn_id!r} lacks the "
+            f"{where}: the Canvas user who authorized {self.conn_label} lacks the "
             f"permission for this call (Canvas said: {said})."
         )

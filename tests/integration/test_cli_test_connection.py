@@ -53,7 +53,7 @@ def test_expired_token_fails_without_spending_the_refresh_token(platform, emulat
     ok, message = test_button(conn_id)
 
     assert not ok
-    assert message.startswith("the stored access token expired at")
+    assert message.startswith("The stored access token expired at")
     assert "never refreshes" in message and "lms_token_keepalive" in message
     assert emulator.token_requests == []
     assert stored_extra(conn_id) == before
@@ -82,5 +82,5 @@ def test_a_host_without_scheme_is_named(emulator, lms_connection):
     ok, message = test_button(conn_id, host="myschool.instructure.com")
 
     assert not ok
-    assert "host must be the base URL with its scheme" in message
+    assert message.startswith("The host of this connection must be a URL with its scheme, e.g. https:")
     assert emulator.api_requests == []

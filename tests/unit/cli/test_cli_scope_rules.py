@@ -11,7 +11,6 @@ from airflow_provider_canvas.cli.scopes import (
     brightspace_covers,
     format_report,
     group_of,
-    parse_scopes,
 )
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.hooks.canvas import (
@@ -20,6 +19,7 @@ from airflow_provider_canvas.hooks.canvas import (
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
+from airflow_provider_canvas.hooks.connection_checks import parse_scopes
 
 
 def test_canvas_scopes_split_on_spaces_and_dedupe():
