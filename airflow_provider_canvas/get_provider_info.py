@@ -15,15 +15,17 @@ def _text(label: str, description: str, **schema: Any) -> dict[str, Any]:
     return {"label": label, "schema": {**_STRING, **schema}, "description": description}
 
 
-# Fields shared by both platforms; each platform adds its own below.
+# Fields shared by both platforms; each platform adds its own below. No field name may hold a word
+# Airflow's secrets masker looks for (token, secret, password, ...) unless its value is a secret:
+# the form would show and save ``***`` instead of the default.
 _TOKEN_FIELDS: dict[str, dict[str, Any]] = {
     "refresh_token": _secret("Refresh token", "Kept up to date by the hook after every refresh."),
     "access_token": _secret("Access token", "Kept up to date by the hook; may be left empty."),
-    "expires_at": _text("Access token expires at", "ISO-8601 UTC, written by the hook."),
+    "expires_at": _text("Access token expires at", "ISO-8601 UTC, written by the hook; may be left empty."),
     "redirect_uri": _text("Redirect URI", "The developer key's / OAuth app's redirect URI."),
     "expiry_buffer_seconds": {
         "label": "Refresh this many seconds before expiry",
-        "schema": {"type": ["integer", "null"], "default": 300},
+        "schema": {"type": ["integer", "null"], "default": 300, "minimum": 0},
     },
     "lock_conn_id": _text(
         "Token lock connection",
@@ -31,6 +33,47 @@ _TOKEN_FIELDS: dict[str, dict[str, Any]] = {
         "correct when workers run on several hosts.",
     ),
 }
+
+#: The ``conn-fields`` of each connection type: extra keys, labels, defaults.
+CONN_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
+    "canvas": {
+        **_TOKEN_FIELDS,
+        "scopes": _text(
+            "Scopes",
+            "The developer key's scopes, separated by spaces, e.g. url:GET|/api/v1/accounts/:id",
+        ),
+    },
+    "brightspace": {
+        **_TOKEN_FIELDS,
+        "oauth_url": _text(
+            "Token URL",
+            "The OAuth 2.0 token endpoint; D2L's for every instance is the default.",
+            default="https://auth.brightspace.com/core/connect/token",
+        ),
+        "scopes": _text(
+            "Scopes",
+            "OAuth 2.0 scopes (group:resource:action) separated by spaces.",
+            default="datahub:dataexports:* datasets:bds:read",
+        ),
+        "lp_version": _text("LP API version", "Learning Platform API version.", default="1.49"),
+        "bds_api": _text(
+            "Data Sets API",
+            "datasets (current listing), dataExport (older listing), or auto: datasets from LP 1.43.",
+            enum=["auto", "datasets", "dataExport"],
+            default="auto",
+        ),
+    },
+}
+
+
+def extra_defaults(conn_type: str) -> dict[str, Any]:
+    """Every extra field of ``conn_type`` with its default (None where it has none).
+
+    Airflow's edit form offers only the extra keys a connection already holds, so a connection
+    written by the provider carries them all: a person can then fill in e.g. ``lock_conn_id``.
+    """
+    return {name: field["schema"].get("default") for name, field in CONN_FIELDS.get(conn_type, {}).items()}
+
 
 _UI_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port", "extra"],
@@ -50,13 +93,7 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "canvas",
                 "hook-class-name": "airflow_provider_canvas.hooks.canvas.CanvasHook",
                 "hook-name": "Canvas LMS",
-                "conn-fields": {
-                    **_TOKEN_FIELDS,
-                    "scopes": _text(
-                        "Scopes",
-                        "Space-separated developer-key scopes, e.g. url:GET|/api/v1/accounts/:id",
-                    ),
-                },
+                "conn-fields": CONN_FIELDS["canvas"],
                 "ui-field-behaviour": {
                     **_UI_BEHAVIOUR,
                     "placeholders": {
@@ -70,21 +107,7 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "brightspace",
                 "hook-class-name": "airflow_provider_canvas.hooks.brightspace.BrightspaceHook",
                 "hook-name": "D2L Brightspace",
-                "conn-fields": {
-                    **_TOKEN_FIELDS,
-                    "token_url": _text(
-                        "Token URL",
-                        "OAuth 2.0 token endpoint.",
-                        default="https://auth.brightspace.com/core/connect/token",
-                    ),
-                    "scopes": _text("Scopes", "Space-separated.", default="datahub:dataexports:*"),
-                    "lp_version": _text("LP API version", "Learning Platform API version.", default="1.49"),
-                    "bds_api": _text(
-                        "Data Sets API",
-                        "datasets (current) or dataExport (older listing); empty: by LP version.",
-                        enum=["datasets", "dataExport", None],
-                    ),
-                },
+                "conn-fields": CONN_FIELDS["brightspace"],
                 "ui-field-behaviour": {
                     **_UI_BEHAVIOUR,
                     "placeholders": {

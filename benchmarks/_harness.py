@@ -478,7 +478,7 @@ class EmulatorProcess(_ServerProcess):
         tokens = self.tokens[platform_name]["bench"]
         extra = {key: tokens[key] for key in ("access_token", "refresh_token", "expires_at")}
         if platform_name == "brightspace":
-            extra["token_url"] = tokens["token_url"]
+            extra["oauth_url"] = tokens["token_url"]
         return extra
 
     def admin(self, action: str, payload: Mapping[str, Any] | None = None) -> Any:

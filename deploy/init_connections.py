@@ -97,7 +97,7 @@ def lms_connections(
                 "lock_conn_id": lock_conn_id,
             }
             if platform == "brightspace":
-                extra["token_url"] = tokens["token_url"]
+                extra["oauth_url"] = tokens["token_url"]
             specs.append(
                 {
                     "conn_id": name,

@@ -22,11 +22,19 @@ from airflow_provider_canvas.exceptions import (
     LmsNotFoundError,
 )
 from airflow_provider_canvas.files import fsync_dir, start_writeback
+from airflow_provider_canvas.get_provider_info import extra_defaults
 from airflow_provider_canvas.hooks.base import LmsHook, redact_url
+from airflow_provider_canvas.hooks.connection_checks import check_base_url
+from airflow_provider_canvas.tokens.model import MASKED, extra_value
 
-DEFAULT_TOKEN_URL = "https://auth.brightspace.com/core/connect/token"
-DEFAULT_SCOPES = "datahub:dataexports:*"
-DEFAULT_LP_VERSION = "1.49"
+DEFAULT_TOKEN_URL: str = extra_defaults("brightspace")["oauth_url"]
+#: Enough for the Data Sets pull through either listing API (``datasets:bds:read`` is the current one's).
+DEFAULT_SCOPES: str = extra_defaults("brightspace")["scopes"]
+#: The extra key of the token endpoint. Not ``token_url``: Airflow's secrets masker hides every
+#: field whose name holds "token", so the form showed (and saved) ``***``. That key is still read.
+TOKEN_URL_KEY = "oauth_url"
+LEGACY_TOKEN_URL_KEY = "token_url"
+DEFAULT_LP_VERSION: str = extra_defaults("brightspace")["lp_version"]
 #: From this LP version on, data sets are listed through ``datasets/bds`` (D2L's own Data Hub
 #: walkthrough uses 1.43); older versions use ``dataExport/bds``. The ``bds_api`` extra overrides.
 DATASETS_API_MIN_LP_VERSION = (1, 43)
@@ -133,8 +141,9 @@ class BrightspaceHook(LmsHook):
     """Talks to one Brightspace instance through a ``brightspace`` connection.
 
     host: the Brightspace base URL; login/password: OAuth 2.0 client ID and secret; extra:
-    tokens (kept up to date by the hook), ``token_url``, ``scopes``, ``lp_version``,
-    ``bds_api`` (``datasets`` or ``dataExport``; default by ``lp_version``),
+    tokens (kept up to date by the hook), ``oauth_url`` (the token endpoint; ``token_url`` before
+    0.2), ``scopes``, ``lp_version``, ``bds_api`` (``datasets``, ``dataExport`` or ``auto``: by
+    ``lp_version``),
     ``expiry_buffer_seconds``, ``lock_conn_id``.
     """
 
@@ -144,12 +153,26 @@ class BrightspaceHook(LmsHook):
     hook_name = "D2L Brightspace"
 
     platform: ClassVar[str] = "brightspace"
+    example_host = "https://myschool.brightspace.com"
     token_client_auth = "basic"
     single_use_refresh_tokens = True
 
     @property
     def token_url(self) -> str:
-        return self.extra("token_url", DEFAULT_TOKEN_URL)
+        return self._token_url(self.connection.extra_dejson)
+
+    def _token_url(self, extra: Mapping[str, Any]) -> str:
+        for key in (TOKEN_URL_KEY, LEGACY_TOKEN_URL_KEY):
+            value = extra_value(extra, self.platform, key)
+            if value and value != MASKED:  # MASKED: what the 0.1 form saved for the default
+                return str(value)
+        return DEFAULT_TOKEN_URL
+
+    def _check_connection(self, conn: Any) -> None:
+        super()._check_connection(conn)
+        # Checked as it will be used: a legacy ``token_url`` that the 0.1 form saved as ``***`` is refused.
+        where = f"the token URL (oauth_url) of {self.conn_label}"
+        check_base_url(where, self._token_url(conn.extra_dejson), DEFAULT_TOKEN_URL)
 
     @property
     def refresh_scope(self) -> str:
@@ -190,8 +213,8 @@ class BrightspaceHook(LmsHook):
 
     def _permission_message(self, where: str, said: str, scope: str | None) -> str:
         return (
-            f"{where} was refused: {said}. The OAuth 2.0 app or the token of connection "
-            f"{self.conn_id!r} lacks scope {scope or '(see the error)'}, or its user lacks the role "
+            f"{where} was refused: {said}. The OAuth 2.0 app or the token of "
+            f"{self.conn_label} lacks scope {scope or '(see the error)'}, or its user lacks the role "
             "permission; add it and authorize again."
         )
 
@@ -201,10 +224,10 @@ class BrightspaceHook(LmsHook):
     def bds_api(self) -> str:
         """``datasets`` (ObjectListPage listing) or ``dataExport`` (the older BrightspaceDataSets one)."""
         configured = self.extra("bds_api")
-        if configured:
+        if configured and configured != "auto":
             if configured not in ("datasets", "dataExport"):
                 raise LmsConfigurationError(
-                    f"connection {self.conn_id!r}: bds_api must be 'datasets' or 'dataExport', "
+                    f"{self.conn_label}: bds_api must be 'datasets', 'dataExport' or 'auto', "
                     f"got {configured!r}"
                 )
             return str(configured)
@@ -212,7 +235,7 @@ class BrightspaceHook(LmsHook):
             version = tuple(int(part) for part in self.lp_version.split("."))
         except ValueError:
             raise LmsConfigurationError(
-                f"connection {self.conn_id!r}: lp_version must look like 1.49, got {self.lp_version!r}"
+                f"{self.conn_label}: lp_version must look like 1.49, got {self.lp_version!r}"
             ) from None
         return "datasets" if version >= DATASETS_API_MIN_LP_VERSION else "dataExport"
 

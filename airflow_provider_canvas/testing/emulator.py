@@ -439,7 +439,7 @@ class LmsEmulator:
             "expires_at": expires_at.isoformat(),
         }
         if platform == "brightspace":
-            extra["token_url"] = f"{self.url}/core/connect/token"
+            extra["oauth_url"] = f"{self.url}/core/connect/token"
         return extra
 
     def expire_access_tokens(self, platform: str | None = None) -> None:

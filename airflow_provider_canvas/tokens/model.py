@@ -11,6 +11,10 @@ from pendulum import DateTime
 
 #: The keys of a connection's extra that hold token state, written by the hook.
 TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
+#: Extra keys renamed since 0.1: ``token_url`` made Airflow's form show and save ``***``.
+RENAMED_KEYS = {"token_url": "oauth_url"}
+#: What Airflow's 0.1 form saved in place of the masked ``token_url`` default: means "the default".
+MASKED = "***"
 
 
 def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
@@ -19,6 +23,28 @@ def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
     if value in (None, ""):
         value = extra.get(f"extra__{platform}__{name}")
     return None if value == "" else value
+
+
+def complete_extra(conn_type: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` with plain key names and every field of the connection type present.
+
+    Legacy ``extra__<type>__<name>`` keys and renamed keys move to their current names (a value
+    already under the current name wins). Airflow's edit form offers only the keys a connection
+    holds, so the missing ones are added with their defaults: a person can then fill them in.
+    """
+    from airflow_provider_canvas.get_provider_info import extra_defaults
+
+    defaults = extra_defaults(conn_type)
+    current = dict(extra)
+    for key in list(current):
+        name = key.removeprefix(f"extra__{conn_type}__")
+        name = RENAMED_KEYS.get(name, name)
+        if name == key:
+            continue
+        value = current.pop(key)
+        if value not in (None, "", MASKED) and current.get(name) in (None, ""):
+            current[name] = value
+    return {**defaults, **current}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from airflow_provider_canvas.tokens import metadata
-from airflow_provider_canvas.tokens.model import TOKEN_KEYS, TokenSet
+from airflow_provider_canvas.tokens.model import TokenSet, complete_extra
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,8 @@ class TokenStore:
             metadata.set_variable(self.variable_key, json.dumps(tokens.to_extra()))
         else:
             connection = self.load_connection()
-            extra = {
-                key: value
-                for key, value in connection.extra_dejson.items()
-                # Legacy-named token keys would hold stale values beside the new ones.
-                if key not in {f"extra__{self.platform}__{name}" for name in TOKEN_KEYS}
-            }
+            # Legacy-named token keys would hold stale values beside the new ones: renamed.
+            extra = complete_extra(connection.conn_type, connection.extra_dejson)
             extra.update(tokens.to_extra())
             metadata.write_connection_extra(self.conn_id, connection.conn_type, extra)
         if self.load().refresh_token != tokens.refresh_token:

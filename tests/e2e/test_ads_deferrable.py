@@ -39,7 +39,7 @@ def test_ads_job_waits_in_the_triggerer_and_downloads(local_airflow: LocalAirflo
                 "access_token": issued.access_token,
                 "refresh_token": issued.refresh_token,
                 "expires_at": pendulum.now("UTC").add(hours=1).to_iso8601_string(),
-                "token_url": f"{emulator.url}/core/connect/token",
+                "oauth_url": f"{emulator.url}/core/connect/token",
             },
         )
         destination = tmp_path / "export.zip"

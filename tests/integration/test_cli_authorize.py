@@ -299,7 +299,7 @@ def test_authorize_again_updates_the_existing_connection(
         {
             "extra__brightspace__refresh_token": old.refresh_token,  # legacy key name
             "access_token": old.access_token,
-            "token_url": f"{emulator.url}/core/connect/token",
+            "oauth_url": f"{emulator.url}/core/connect/token",
             "redirect_uri": redirect_uri,
             "scopes": "datahub:dataexports:*",
             "expiry_buffer_seconds": 120,

@@ -63,6 +63,7 @@ SAME_VALUE = {
     "AIRFLOW__CORE__AUTH_MANAGER",
     "AIRFLOW__CORE__LOAD_EXAMPLES",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
+    "AIRFLOW__CORE__TEST_CONNECTION",
 }
 # Random per LocalAirflow; here one required variable, the same in every Airflow service.
 SHARED_SECRETS = {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY"}
@@ -606,7 +607,7 @@ def test_init_creates_the_connections_the_dags_use(
     for spec in lms:
         assert spec["host"] == issued_tokens["url"] and spec["password"]
         assert specs[spec["extra"]["lock_conn_id"]]["conn_type"] == "postgres"
-    assert specs["brightspace_default"]["extra"]["token_url"] == f"{issued_tokens['url']}/core/connect/token"
+    assert specs["brightspace_default"]["extra"]["oauth_url"] == f"{issued_tokens['url']}/core/connect/token"
     assert (
         specs["token_lock_pg"]["schema"] != urlsplit(common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).path[1:]
     )

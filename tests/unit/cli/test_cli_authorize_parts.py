@@ -155,12 +155,12 @@ def test_defaults_come_from_the_existing_connection(stored):
         "client",
     )
     assert settings.client_secret == SECRET  # the environment wins over the stored secret
-    assert settings.scopes == ["datahub:dataexports:*"]  # the default
+    assert settings.scopes == ["datahub:dataexports:*", "datasets:bds:read"]  # the default
     assert settings.extra == {
         "redirect_uri": "https://example.com/cb",
         "lp_version": "1.46",
-        "scopes": "datahub:dataexports:*",
-        "token_url": "https://auth.brightspace.com/core/connect/token",
+        "scopes": "datahub:dataexports:* datasets:bds:read",
+        "oauth_url": "https://auth.brightspace.com/core/connect/token",
     }
 
 
@@ -200,7 +200,7 @@ def test_brightspace_authorization_endpoint_sits_beside_the_token_endpoint(store
     )
     url, _ = authorization_url(cli._hook(settings), settings)
     assert url.startswith("https://auth.brightspace.com/oauth2/auth?")
-    assert parse_qs(urlsplit(url).query)["scope"] == ["datahub:dataexports:*"]
+    assert parse_qs(urlsplit(url).query)["scope"] == ["datahub:dataexports:* datasets:bds:read"]
 
 
 # The redirect -------------------------------------------------------------------------------------

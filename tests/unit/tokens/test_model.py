@@ -43,3 +43,27 @@ def test_extra_round_trip_and_order():
 def test_repr_hides_secrets():
     shown = repr(TokenSet("access-secret", "refresh-secret", None))
     assert "access-secret" not in shown and "refresh-secret" not in shown
+
+
+def test_complete_extra_adds_every_field_and_renames_legacy_keys():
+    from airflow_provider_canvas.get_provider_info import CONN_FIELDS
+    from airflow_provider_canvas.tokens.model import complete_extra
+
+    stored = {
+        "extra__brightspace__lp_version": "1.46",  # 0.1's legacy prefix
+        "token_url": "https://auth.example.edu/core/connect/token",  # renamed: Airflow masked it
+        "refresh_token": "rt",
+        "custom": "kept",
+    }
+    extra = complete_extra("brightspace", stored)
+
+    assert set(extra) == set(CONN_FIELDS["brightspace"]) | {"custom"}
+    assert extra["lp_version"] == "1.46" and extra["oauth_url"] == stored["token_url"]
+    assert extra["bds_api"] == "auto" and extra["lock_conn_id"] is None and extra["refresh_token"] == "rt"
+    # The current name wins; the ``***`` that 0.1's form saved for the default is dropped.
+    extra = complete_extra("brightspace", {"oauth_url": "https://a/t", "token_url": "https://b/t"})
+    assert extra["oauth_url"] == "https://a/t"
+    assert complete_extra("brightspace", {"token_url": "***"})["oauth_url"] == (
+        "https://auth.brightspace.com/core/connect/token"
+    )
+    assert set(complete_extra("canvas", {})) == set(CONN_FIELDS["canvas"])
