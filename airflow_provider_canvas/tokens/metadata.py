@@ -104,8 +104,11 @@ def set_variable(key: str, value: str) -> None:
 
 
 def state_dir() -> str:
+    """``[canvas_provider] state_dir``, by default ``$AIRFLOW_HOME/canvas_provider``: one per install."""
+    from airflow.configuration import get_airflow_home
+
     configured = conf.get(_SECTION, "state_dir", fallback="")
-    return configured or os.path.join(conf.get("core", "airflow_home", fallback="~/airflow"), _SECTION)
+    return os.path.expanduser(configured) if configured else os.path.join(get_airflow_home(), _SECTION)
 
 
 def lock_timeout_seconds() -> float:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pendulum
 import pytest
@@ -55,3 +56,17 @@ def test_advisory_lock_key_is_stable_and_per_connection():
     assert advisory_lock_key("a") == advisory_lock_key("a")
     assert advisory_lock_key("a") != advisory_lock_key("b")
     assert -(2**63) <= advisory_lock_key("a") < 2**63
+
+
+def test_state_dir_follows_airflow_home(monkeypatch, tmp_path):
+    from airflow_provider_canvas.tokens import metadata
+    from airflow_provider_canvas.tokens.rescue import RescueFile
+
+    monkeypatch.delenv("AIRFLOW__CANVAS_PROVIDER__STATE_DIR", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "some" / "dir"))
+    assert metadata.state_dir() == str(tmp_path / "some" / "dir" / "canvas_provider")
+    rescue = RescueFile.for_connection(metadata.state_dir(), "brightspace_default")
+    assert rescue.path.is_relative_to(tmp_path / "some" / "dir")
+
+    monkeypatch.setenv("AIRFLOW__CANVAS_PROVIDER__STATE_DIR", "~/elsewhere")
+    assert metadata.state_dir() == str(Path.home() / "elsewhere")
