@@ -106,6 +106,8 @@ class LocalAirflow:
             ),
             # Its middleware then adds an admin JWT to every request: REST calls need no login.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # The connection form's Test button (Airflow's default hides it).
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             # Per instance and explicit: the airflow.cfg that `db migrate` writes has no fernet_key, so
             # connections would be stored unencrypted, unlike any real deployment.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
