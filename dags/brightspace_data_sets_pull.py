@@ -18,12 +18,13 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, task
 
 from airflow_provider_canvas.operators.brightspace import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )
+from airflow_provider_canvas.setup_check import skip_unless_configured
 
 LOCATION = os.environ.get("BRIGHTSPACE_BDS_LOCATION", "/opt/airflow/data/brightspace_data_sets")
 BRIGHTSPACE_CONN_ID = "brightspace_default"
@@ -77,4 +78,15 @@ with DAG(
         # key_columns={"Grade Results": ["OrgUnitId", "GradeObjectId", "UserId"]},
         deleted_rows="delete",
     )
-    pull >> load
+
+    @task
+    def check_setup() -> None:
+        """With no Brightspace or warehouse connection yet, the run skips and says what to create."""
+        skip_unless_configured(
+            connections={
+                BRIGHTSPACE_CONN_ID: "type brightspace, see canvas-oauth authorize",
+                WAREHOUSE_CONN_ID: "type postgres: the database the data sets are loaded into",
+            }
+        )
+
+    check_setup() >> pull >> load

@@ -21,6 +21,7 @@ from airflow_provider_canvas.operators.canvas import (
     read_json_lines,
     summarize_accounts,
 )
+from airflow_provider_canvas.setup_check import skip_unless_configured
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
     },
 )
 def canvas_account_inventory() -> None:
+    @task
+    def check_setup(params: dict[str, Any]) -> None:
+        """With no Canvas connection yet, the run skips and says what to create."""
+        skip_unless_configured(
+            connections={params["canvas_conn_id"]: "type canvas, see canvas-oauth authorize"}
+        )
+
     read_tree = CanvasAccountsOperator(
         task_id="read_account_tree",
         canvas_conn_id="{{ params.canvas_conn_id }}",
@@ -65,6 +73,7 @@ def canvas_account_inventory() -> None:
         )
         return {"path": result["path"], **summary}
 
+    check_setup() >> read_tree
     summarize(read_tree.output)
 
 

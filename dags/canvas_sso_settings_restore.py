@@ -20,10 +20,12 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, Variable, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.hooks.canvas import normalize_account_id, validate_sso_settings
 from airflow_provider_canvas.operators.canvas import CanvasSsoSettingsOperator
+from airflow_provider_canvas.setup_check import SETUP_GUIDE
 
 VARIABLE = "canvas_sso_settings_restore"
 
@@ -98,10 +100,10 @@ def canvas_sso_settings_restore() -> None:
         mapping = params["instances"]
         if mapping == EXAMPLE_INSTANCES:
             mapping = Variable.get(VARIABLE, default=None, deserialize_json=True)
-            if mapping is None:
-                raise LmsConfigurationError(
-                    f"set the Airflow Variable {VARIABLE} (JSON like the instances param) or trigger "
-                    "with your own instances; the example values are never applied"
+            if mapping is None:  # the example values are never applied: skip, and say what to set
+                raise AirflowSkipException(
+                    f"Not configured yet: set the Airflow Variable {VARIABLE!r} (JSON like the instances "
+                    f"param), or trigger with your own instances. See the {SETUP_GUIDE}."
                 )
         return instance_kwargs(mapping, dry_run=bool(params["dry_run"]))
 

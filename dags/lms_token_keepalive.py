@@ -14,6 +14,19 @@ from airflow.sdk import dag, task
 
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.setup_check import missing_connections, skip_unless_configured
+
+
+def listed_connections(conn_ids: list[str], conn_type: str) -> list[str]:
+    """The listed connection ids; while none of them exists yet, the run skips and says what to create.
+
+    Once one exists, a missing one fails its own task: a token chain must not lapse unnoticed.
+    """
+    if set(missing_connections(conn_ids)) == set(conn_ids):
+        skip_unless_configured(
+            connections={conn_id: f"type {conn_type}, see canvas-oauth authorize" for conn_id in conn_ids}
+        )
+    return list(conn_ids)
 
 
 @dag(
@@ -27,11 +40,11 @@ from airflow_provider_canvas.hooks.canvas import CanvasHook
 def lms_token_keepalive() -> None:
     @task
     def canvas_conn_ids(params: dict[str, Any]) -> list[str]:
-        return list(params["canvas_conn_ids"])
+        return listed_connections(params["canvas_conn_ids"], "canvas")
 
     @task
     def brightspace_conn_ids(params: dict[str, Any]) -> list[str]:
-        return list(params["brightspace_conn_ids"])
+        return listed_connections(params["brightspace_conn_ids"], "brightspace")
 
     @task
     def keep_canvas_alive(conn_id: str) -> dict[str, Any]:

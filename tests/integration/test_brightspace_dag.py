@@ -31,7 +31,7 @@ def test_dag_shape_and_params(tmp_path):
     dag = load_dag(tmp_path)
 
     assert dag.max_active_runs == 1 and dag.render_template_as_native_obj
-    assert [t.task_id for t in dag.topological_sort()] == ["pull", "load"]
+    assert [t.task_id for t in dag.topological_sort()] == ["check_setup", "pull", "load"]
     assert dag.params["data_sets"] == ["Users", "Org Units", "User Enrollments"]
     assert [o.name for o in dag.get_task("pull").outlets] == [
         f"brightspace-data-sets:{tmp_path.resolve().as_uri()}"

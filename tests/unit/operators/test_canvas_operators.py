@@ -12,6 +12,7 @@ from typing import Any
 
 import pendulum
 import pytest
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, LmsUnavailableError
 from airflow_provider_canvas.hooks.canvas import (
@@ -325,7 +326,7 @@ def test_the_example_dags_import_cleanly_and_fast():
     assert {t.task_id for t in sso.tasks} == {"instances", "restore_sso_settings"}
     assert set(sso.params["instances"]) == {"canvas_test", "canvas_beta"}
     assert sso.params["dry_run"] is False
-    assert {t.task_id for t in inventory.tasks} == {"read_account_tree", "summarize"}
+    assert {t.task_id for t in inventory.tasks} == {"check_setup", "read_account_tree", "summarize"}
     assert elapsed < 10, elapsed  # parsing imports no hook, opens no connection
 
 
@@ -357,7 +358,7 @@ def test_sso_dag_never_applies_its_example_and_reads_the_variable_instead(mocker
     variable = mocker.patch.object(module.Variable, "get", return_value=None)
     params = {"instances": module.EXAMPLE_INSTANCES, "dry_run": False}
 
-    with pytest.raises(LmsConfigurationError, match="set the Airflow Variable canvas_sso_settings_restore"):
+    with pytest.raises(AirflowSkipException, match="set the Airflow Variable 'canvas_sso_settings_restore'"):
         task.python_callable(params=params)
 
     mine = {"canvas_beta": {"account_id": 1, "settings": {"auth_discovery_url": "https://b.example.edu/d"}}}
