@@ -29,7 +29,7 @@ from airflow_provider_canvas.exceptions import (
 from airflow_provider_canvas.hooks.connection_checks import check_base_url, parse_scopes
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.lifecycle import TokenLifecycle
-from airflow_provider_canvas.tokens.locks import file_lock, postgres_lock
+from airflow_provider_canvas.tokens.locks import refresh_lock
 from airflow_provider_canvas.tokens.model import TokenSet, extra_value
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
@@ -193,11 +193,8 @@ class LmsHook(BaseHook):
         )
 
     def _refresh_lock(self) -> Any:
-        lock_conn_id = self.extra("lock_conn_id")
         timeout = metadata.lock_timeout_seconds()
-        if lock_conn_id:
-            return postgres_lock(lock_conn_id, self.conn_id, timeout)
-        return file_lock(metadata.state_dir(), self.conn_id, timeout)
+        return refresh_lock(self.extra("lock_conn_id"), self.conn_id, metadata.state_dir(), timeout)
 
     @cached_property
     def session(self) -> requests.Session:

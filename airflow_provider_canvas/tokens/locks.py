@@ -9,14 +9,36 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow_provider_canvas.exceptions import TokenLockTimeout
+from airflow_provider_canvas.exceptions import LmsConfigurationError, TokenLockTimeout
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
+
+
+def refresh_lock(
+    lock_conn_id: str | None, conn_id: str, state_dir: str | Path, timeout: float
+) -> AbstractContextManager[None]:
+    """The lock that serialises refreshes of ``conn_id``, chosen by the connection's ``lock_conn_id``."""
+    if not lock_conn_id:
+        return file_lock(state_dir, conn_id, timeout)
+    from airflow_provider_canvas.tokens.metadata import get_connection
+
+    lock_conn = get_connection(lock_conn_id)
+    if lock_conn.conn_type == "postgres":
+        return postgres_lock(lock_conn, conn_id, timeout)
+    raise LmsConfigurationError(
+        f"lock_conn_id of connection {conn_id!r} names {lock_conn_id!r}, a connection of type "
+        f"{lock_conn.conn_type!r}. Set lock_conn_id to a `postgres` connection (advisory lock), or leave "
+        "it empty for the file lock (workers on one host)."
+    )
 
 
 def _wait_for(try_acquire: Callable[[], bool], timeout: float, what: str) -> None:
@@ -63,14 +85,13 @@ def advisory_lock_key(conn_id: str) -> int:
 
 
 @contextmanager
-def postgres_lock(lock_conn_id: str, conn_id: str, timeout: float) -> Iterator[None]:
+def postgres_lock(lock_conn: Connection, conn_id: str, timeout: float) -> Iterator[None]:
     """Correct across hosts: a session-level advisory lock, released if the holder dies."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    from airflow_provider_canvas.tokens.metadata import get_connection
-
+    lock_conn_id = lock_conn.conn_id
     # Passing the connection makes the hook work outside tasks too (the Task SDK reads none there).
-    hook = PostgresHook(postgres_conn_id=lock_conn_id, connection=get_connection(lock_conn_id))
+    hook = PostgresHook(postgres_conn_id=lock_conn_id, connection=lock_conn)
     db = hook.get_conn()
     db.autocommit = True
     key = advisory_lock_key(conn_id)

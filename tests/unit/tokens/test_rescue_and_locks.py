@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from airflow_provider_canvas.exceptions import TokenLockTimeout
-from airflow_provider_canvas.tokens.locks import advisory_lock_key, file_lock
+from airflow_provider_canvas.exceptions import LmsConfigurationError, TokenLockTimeout
+from airflow_provider_canvas.tokens.locks import advisory_lock_key, file_lock, refresh_lock
 from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.rescue import RescueFile
 
@@ -70,3 +71,15 @@ def test_state_dir_follows_airflow_home(monkeypatch, tmp_path):
 
     monkeypatch.setenv("AIRFLOW__CANVAS_PROVIDER__STATE_DIR", "~/elsewhere")
     assert metadata.state_dir() == str(Path.home() / "elsewhere")
+
+
+def test_lock_conn_id_of_another_type_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_TOKEN_LOCK_HTTP", json.dumps({"conn_type": "http", "host": "x"}))
+
+    with pytest.raises(LmsConfigurationError) as raised:
+        refresh_lock("token_lock_http", "canvas_default", tmp_path, 1)
+
+    message = str(raised.value)
+    assert "'token_lock_http'" in message and "'http'" in message
+    assert "`postgres`" in message and "leave it empty" in message
+    assert not (tmp_path / "locks").exists()  # refused before any lock was taken
