@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -25,6 +26,7 @@ os.environ.update(
 )
 
 import pytest  # noqa: E402
+from redis_server import RedisServer, redis_for_tests  # noqa: E402
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
@@ -36,3 +38,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture
 def airflow_home() -> Path:
     return _HOME
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The Redis every Redis test uses (see tests/redis_server.py)."""
+    with redis_for_tests() as server:
+        yield server

@@ -1,4 +1,4 @@
-"""Locks that serialise the refresh of one connection: a file lock, or a PostgreSQL advisory lock."""
+"""Locks that serialise the refresh of one connection: a file lock, a PostgreSQL advisory lock or Redis."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import re
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -17,10 +19,28 @@ from airflow_provider_canvas.exceptions import LmsConfigurationError, TokenLockT
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+    from redis import Redis
+    from redis.lock import Lock
 
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
+
+#: How long a Redis lock outlives its last extension. The holder extends it every third of this,
+#: so it is lost only if the holder cannot reach Redis (or is frozen) for this long; a holder that
+#: dies frees it after at most this long.
+REDIS_LOCK_TTL_SECONDS = 30.0
+#: Bounds every Redis call: connecting, and each reply (one retry, so at most about twice this).
+_REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+#: The TLS options apache-airflow-providers-redis reads from a `redis` connection's extra.
+_REDIS_SSL_OPTIONS = (
+    "ssl",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_check_hostname",
+)
 
 
 def refresh_lock(
@@ -34,10 +54,12 @@ def refresh_lock(
     lock_conn = get_connection(lock_conn_id)
     if lock_conn.conn_type == "postgres":
         return postgres_lock(lock_conn, conn_id, timeout)
+    if lock_conn.conn_type == "redis":
+        return redis_lock(lock_conn, conn_id, timeout)
     raise LmsConfigurationError(
         f"lock_conn_id of connection {conn_id!r} names {lock_conn_id!r}, a connection of type "
-        f"{lock_conn.conn_type!r}. Set lock_conn_id to a `postgres` connection (advisory lock), or leave "
-        "it empty for the file lock (workers on one host)."
+        f"{lock_conn.conn_type!r}. Set lock_conn_id to a `postgres` connection (advisory lock) or a "
+        "`redis` connection (Redis lock), or leave it empty for the file lock (workers on one host)."
     )
 
 
@@ -109,3 +131,135 @@ def postgres_lock(lock_conn: Connection, conn_id: str, timeout: float) -> Iterat
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
     finally:
         db.close()
+
+
+def redis_lock_key(conn_id: str) -> str:
+    """The same key on every host for one connection, in this provider's namespace."""
+    return f"canvas_provider:token_lock:{conn_id}"
+
+
+def _redis_client(lock_conn: Connection) -> Redis:
+    """A client for a `redis` connection, read as apache-airflow-providers-redis reads it, with timeouts."""
+    try:
+        from redis import Redis
+        from redis.backoff import ConstantBackoff
+        from redis.retry import Retry
+    except ImportError:
+        raise LmsConfigurationError(
+            f"lock_conn_id {lock_conn.conn_id!r} is a `redis` connection but the redis client is not "
+            "installed: pip install 'airflow-provider-canvas[redis]'"
+        ) from None
+    if not lock_conn.host:
+        raise LmsConfigurationError(f"the `redis` connection {lock_conn.conn_id!r} has no host")
+    extra = lock_conn.extra_dejson
+    password = lock_conn.password
+    if str(password).lower() in ("none", "false", ""):  # what RedisHook treats as no password
+        password = None
+    else:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(password)  # the client's repr shows it; never log or raise the client
+    return Redis(
+        host=lock_conn.host,
+        port=lock_conn.port or 6379,
+        username=lock_conn.login or None,
+        password=password,
+        db=int(extra.get("db") or 0),
+        socket_timeout=_REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=_REDIS_SOCKET_TIMEOUT_SECONDS,
+        # redis-py retries three times with up to 10 s back-off by default: too long for a lease.
+        retry=Retry(ConstantBackoff(0.2), 1),
+        **{name: extra[name] for name in _REDIS_SSL_OPTIONS if name in extra},
+    )
+
+
+class _LeaseKeeper:
+    """Extends a held Redis lock every third of its TTL and says loudly when it was lost.
+
+    The extension is redis-py's compare-and-pexpire (``Lock.reacquire``): it only touches the key
+    while it still holds this holder's token.
+    """
+
+    def __init__(self, lock: Lock, what: str, acquired_at: float) -> None:
+        self.lost = False
+        self._lock = lock
+        self._what = what
+        self._extended_at = acquired_at
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease {lock.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=4 * _REDIS_SOCKET_TIMEOUT_SECONDS)
+
+    def report_loss(self, how: str) -> None:
+        self.lost = True
+        log.error(
+            "LOST %s while refreshing (%s): its %.0f s TTL ran out before this worker finished, so "
+            "another worker may have refreshed the same connection meanwhile and a single-use "
+            "refresh token may have been presented twice. Check that this worker reaches Redis "
+            "reliably and is never paused that long; if the next refresh reports invalid_grant, "
+            "authorize the connection again.",
+            self._what,
+            how,
+            self._lock.timeout,
+        )
+
+    def _run(self) -> None:
+        from redis.exceptions import LockNotOwnedError, RedisError
+
+        ttl = float(self._lock.timeout)
+        delay = ttl / 3
+        while not self._stop.wait(delay):
+            try:
+                self._lock.reacquire()
+            except LockNotOwnedError:
+                self.report_loss("the key expired or holds another worker's token")
+                return
+            except RedisError as err:
+                if time.monotonic() - self._extended_at >= ttl:
+                    self.report_loss(f"no extension reached Redis for {ttl:.0f} s: {err}")
+                    return
+                log.warning("Could not extend %s (%s); trying again.", self._what, err)
+                delay = min(1.0, ttl / 3)
+            else:
+                self._extended_at = time.monotonic()
+                delay = ttl / 3
+
+
+@contextmanager
+def redis_lock(
+    lock_conn: Connection, conn_id: str, timeout: float, *, ttl: float = REDIS_LOCK_TTL_SECONDS
+) -> Iterator[None]:
+    """Correct across hosts while the holder reaches Redis: a lease kept alive while held.
+
+    redis-py's ``Lock`` does the owner-safe parts: ``SET key token NX PX ttl`` with our random
+    token, and Lua compare-and-delete / compare-and-pexpire, so no holder ever frees or extends
+    another's lock. A holder that dies frees it after at most ``ttl``.
+    """
+    client = _redis_client(lock_conn)  # first: it says how to install redis if it is missing
+    from redis.exceptions import LockNotOwnedError, RedisError
+    from redis.lock import Lock
+
+    key = redis_lock_key(conn_id)
+    what = f"the Redis lock {key} on {lock_conn.conn_id!r}"
+    try:
+        # thread_local=False: the lease keeper extends from its own thread with the same token.
+        lock = Lock(client, key, timeout=ttl, thread_local=False)
+        token = secrets.token_hex(16)
+        _wait_for(lambda: lock.acquire(blocking=False, token=token), timeout, what)
+        keeper = _LeaseKeeper(lock, what, acquired_at=time.monotonic())
+        try:
+            yield
+        finally:
+            keeper.stop()
+            try:
+                lock.release()
+            except LockNotOwnedError:
+                if not keeper.lost:
+                    keeper.report_loss("found at release")
+            except RedisError as err:
+                log.warning("Could not release %s (%s); it expires within %.0f s.", what, err, ttl)
+    finally:
+        client.close()

@@ -81,5 +81,5 @@ def test_lock_conn_id_of_another_type_is_refused(monkeypatch, tmp_path):
 
     message = str(raised.value)
     assert "'token_lock_http'" in message and "'http'" in message
-    assert "`postgres`" in message and "leave it empty" in message
+    assert "`postgres`" in message and "`redis`" in message and "leave it empty" in message
     assert not (tmp_path / "locks").exists()  # refused before any lock was taken
