@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pendulum
@@ -195,18 +196,25 @@ def test_4_processes_make_exactly_one_refresh(emulator, lms_connection, tmp_path
     assert emulator.consumed_presentations("brightspace") == 0
 
 
-@pytest.fixture
-def postgres_lock_connection(make_connection) -> str:
-    return make_connection(
-        "token_lock_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
-    )
+@pytest.fixture(params=["postgres", "redis"])
+def shared_lock_connection(request, make_connection) -> str:
+    """A `lock_conn_id` target that workers on several hosts share: PostgreSQL or Redis."""
+    if request.param == "postgres":
+        return make_connection(
+            "token_lock_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
+        )
+    server = request.getfixturevalue("redis_server")
+    return make_connection("token_lock_redis", "redis", server.host, {"db": 0}, port=server.port)
 
 
-def test_postgres_lock_serialises_processes_without_a_shared_file_lock(
-    emulator, lms_connection, postgres_lock_connection, tmp_path
+def test_shared_lock_serialises_processes_without_a_shared_file_lock(
+    emulator, lms_connection, shared_lock_connection, tmp_path
 ):
-    conn_id = lms_connection("brightspace", expired=True, lock_conn_id=postgres_lock_connection)
-    # Each worker gets its own state directory: only the PostgreSQL lock can serialise them.
+    # A connection id of its own: the machine's PostgreSQL and Redis may serve other test runs too.
+    conn_id = lms_connection(
+        "brightspace", f"bs_{uuid.uuid4().hex[:10]}", expired=True, lock_conn_id=shared_lock_connection
+    )
+    # Each worker gets its own state directory: only the shared lock can serialise them.
     envs = [{"AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(tmp_path / f"host{index}")} for index in range(4)]
 
     results = _run_workers(conn_id, 4, tmp_path, envs)
