@@ -29,8 +29,8 @@ _TOKEN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "lock_conn_id": _text(
         "Token lock connection",
-        "Empty: a file lock (one host). A postgres connection id: a PostgreSQL advisory lock, "
-        "correct when workers run on several hosts.",
+        "Empty: a file lock (one host). Workers on several hosts: the id of a postgres connection "
+        "(advisory lock) or a redis connection (expiring lock).",
     ),
 }
 
