@@ -125,11 +125,16 @@ def _api_base_url() -> str:
     return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
 
 
+def api_conn_id() -> str:
+    """The connection whose credentials task code uses to write connections through the REST API."""
+    return conf.get(_SECTION, "airflow_api_conn_id", fallback="airflow_api")
+
+
 def _api_headers(session: requests.Session, base_url: str) -> dict[str, str]:
     """A JWT for the configured Airflow user; none if that connection does not exist."""
     from airflow.exceptions import AirflowNotFoundException
 
-    credentials_conn_id = conf.get(_SECTION, "airflow_api_conn_id", fallback="airflow_api")
+    credentials_conn_id = api_conn_id()
     try:
         credentials = get_connection(credentials_conn_id)
     except AirflowNotFoundException:
@@ -167,6 +172,6 @@ def _patch_connection_via_api(conn_id: str, conn_type: str, extra: dict[str, Any
         raise MetadataWriteError(
             f"the Airflow API at {base_url} answered HTTP {response.status_code} to the update of "
             f"connection {conn_id!r}; the user of connection "
-            f"{conf.get(_SECTION, 'airflow_api_conn_id', fallback='airflow_api')!r} must be allowed "
+            f"{api_conn_id()!r} must be allowed "
             "to edit connections"
         )

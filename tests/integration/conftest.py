@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from airflow.models import Connection
+from airflow.models import Connection, Variable
 from airflow.utils.session import create_session
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, DSN
 
@@ -39,6 +39,9 @@ def make_connection() -> Iterator[Callable[..., str]]:
     yield make
     with create_session() as session:
         session.query(Connection).filter(Connection.conn_id.in_(created)).delete()
+        # The central token copy of each: a later test's connection of the same id starts clean.
+        keys = [f"canvas_provider_tokens__{conn_id}" for conn_id in created]
+        session.query(Variable).filter(Variable.key.in_(keys)).delete()
 
 
 @pytest.fixture

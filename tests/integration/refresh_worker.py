@@ -1,4 +1,4 @@
-"""One 'worker process' for the concurrency tests: waits for a go-file, then calls the API once."""
+"""One 'worker process' for the concurrency tests and kill drills: waits for a go-file, calls the API once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 
 
@@ -17,7 +18,11 @@ def main() -> None:
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.002)
-    hook.whoami()
+    try:
+        hook.whoami()
+    except LmsError as err:  # the kill drills expect some workers to fail: report how
+        print(json.dumps({"refreshes": hook.tokens.refresh_count, "error": str(err)}))
+        sys.exit(3)
     print(json.dumps({"refreshes": hook.tokens.refresh_count}))
 
 

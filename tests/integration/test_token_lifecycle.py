@@ -121,18 +121,58 @@ def test_missing_scope_401_is_final_and_names_the_scope(emulator, make_connectio
     assert emulator.refresh_count("canvas") == 0
 
 
-def test_revoked_refresh_token_says_authorize_again(emulator, lms_connection, make_connection):
+def _delete_variable(key: str) -> None:
+    from airflow.models import Variable
+
+    Variable.delete(key)
+
+
+def test_revoked_refresh_token_says_authorize_again_and_is_never_presented_again(
+    emulator, lms_connection, make_connection
+):
     conn_id = lms_connection("brightspace", expired=True)
     extra = stored_extra(conn_id)
     BrightspaceHook(conn_id).whoami()  # consumes the stored refresh token
+    # The connection goes back to the consumed token, and no central copy holds the live one.
     make_connection(conn_id, "brightspace", emulator.url, extra, login=CLIENT_ID, password=CLIENT_SECRET)
+    _delete_variable(f"canvas_provider_tokens__{conn_id}")
 
     with pytest.raises(LmsAuthError) as raised:
         BrightspaceHook(conn_id).whoami()
 
     assert raised.value.error == "invalid_grant"
-    assert "authorization again" in str(raised.value)
+    assert "authorization again" in str(raised.value) and "refused as used" in str(raised.value)
     assert extra["refresh_token"] not in str(raised.value)
+    assert emulator.consumed_presentations("brightspace") == 1
+
+    # Every later worker fails at once: the refused token is not presented again (no storm).
+    for _ in range(3):
+        with pytest.raises(LmsAuthError, match=r"was already refused as used by .+ at ") as again:
+            BrightspaceHook(conn_id).whoami()
+        assert f"canvas-oauth authorize {conn_id}" in str(again.value)
+    assert emulator.consumed_presentations("brightspace") == 1
+
+
+def test_a_connection_behind_the_central_copy_is_caught_up_without_a_refresh(
+    emulator, lms_connection, make_connection, caplog
+):
+    conn_id = lms_connection("brightspace", expired=True)
+    extra = stored_extra(conn_id)
+    BrightspaceHook(conn_id).whoami()  # refresh: the central copy and the connection hold the new tokens
+    live = stored_extra(conn_id)["refresh_token"]
+    # As if that save had never landed: the connection still holds the consumed refresh token.
+    make_connection(conn_id, "brightspace", emulator.url, extra, login=CLIENT_ID, password=CLIENT_SECRET)
+    caplog.set_level(logging.WARNING)
+
+    BrightspaceHook(conn_id).whoami()
+
+    assert stored_extra(conn_id)["refresh_token"] == live  # written back to the connection
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+    assert (
+        "could not save to the connection" in caplog.text
+        and "writing them to the connection now" in caplog.text
+    )
 
 
 def test_16_threads_make_exactly_one_refresh(emulator, lms_connection):
@@ -224,17 +264,48 @@ def test_shared_lock_serialises_processes_without_a_shared_file_lock(
     assert emulator.consumed_presentations("brightspace") == 0
 
 
-def test_save_failure_keeps_the_token_and_the_next_hook_restores_it(emulator, lms_connection, mocker):
+def test_a_failed_save_does_not_fail_the_task_and_the_next_hook_writes_the_connection(
+    emulator, lms_connection, mocker, caplog
+):
     conn_id = lms_connection("brightspace", expired=True)
     mocker.patch("airflow_provider_canvas.tokens.lifecycle.time.sleep")
     broken = mocker.patch.object(
         metadata, "write_connection_extra", side_effect=metadata.MetadataWriteError("API down")
     )
+    caplog.set_level(logging.WARNING)
+
+    hook = BrightspaceHook(conn_id)
+    assert hook.whoami()["UniqueName"]  # the task goes on with the new tokens
+
+    assert broken.call_count == 3
+    central = json.loads(metadata.get_variable(f"canvas_provider_tokens__{conn_id}"))
+    live = central["refresh_token"]
+    assert live != stored_extra(conn_id)["refresh_token"]  # the connection is behind
+    assert not hook.tokens._rescue.path.exists()  # the central copy holds them for every worker
+    assert "nothing is lost and this task goes on" in caplog.text and "airflow_api" in caplog.text
+    assert live not in caplog.text
+
+    mocker.stopall()
+    BrightspaceHook(conn_id).whoami()  # another worker, later, that can write the connection
+
+    assert stored_extra(conn_id)["refresh_token"] == live
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def test_with_neither_connection_nor_variable_writable_the_rescue_file_keeps_the_token(
+    emulator, lms_connection, mocker
+):
+    conn_id = lms_connection("brightspace", expired=True)
+    mocker.patch("airflow_provider_canvas.tokens.lifecycle.time.sleep")
+    mocker.patch.object(
+        metadata, "write_connection_extra", side_effect=metadata.MetadataWriteError("API down")
+    )
+    mocker.patch.object(metadata, "set_variable", side_effect=RuntimeError("Execution API down"))
 
     with pytest.raises(TokenSaveError) as raised:
         BrightspaceHook(conn_id).whoami()
 
-    assert broken.call_count == 3
     rescue = raised.value.rescue_path
     assert oct(rescue.stat().st_mode & 0o777) == "0o600"
     assert str(rescue) in str(raised.value)
@@ -242,7 +313,7 @@ def test_save_failure_keeps_the_token_and_the_next_hook_restores_it(emulator, lm
     assert live not in str(raised.value)
 
     mocker.stopall()
-    BrightspaceHook(conn_id).whoami()
+    BrightspaceHook(conn_id).whoami()  # the next refresh on this host restores it
 
     assert stored_extra(conn_id)["refresh_token"] == live
     assert not rescue.exists()

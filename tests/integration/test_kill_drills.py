@@ -1,0 +1,106 @@
+"""Workers killed at each step of a refresh, their disk deleted: what the other workers do next.
+
+Each worker is a process with its own state directory (another host: no shared lock file, no shared
+rescue file) and the PostgreSQL lock. One worker is stalled at a step of its refresh
+(``CANVAS_PROVIDER_DRILL_STALL``), SIGKILLed there and its state directory deleted, as an ephemeral
+pod is. Then three workers on other hosts use the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from lms_fixtures import stored_extra
+
+from airflow_provider_canvas.tokens import metadata
+
+WORKER = Path(__file__).with_name("refresh_worker.py")
+
+
+def _start(conn_id: str, state_dir: Path, go: Path, **env: str) -> subprocess.Popen[str]:
+    worker = subprocess.Popen(
+        [sys.executable, str(WORKER), conn_id, str(go)],
+        env={**os.environ, "AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(state_dir), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _read_until(worker, "ready")
+    return worker
+
+
+def _read_until(worker: subprocess.Popen[str], marker: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([worker.stdout], [], [], 0.5)[0]:
+            line = worker.stdout.readline()
+            assert line, f"the worker exited before {marker!r}"
+            if marker in line:
+                return
+    raise TimeoutError(f"the worker did not reach {marker!r} in {timeout}s")
+
+
+def _result(worker: subprocess.Popen[str]) -> dict:
+    out, _ = worker.communicate(timeout=120)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def drill_connection(lms_connection, make_connection) -> str:
+    lock = make_connection(
+        "drill_lock_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
+    )
+    # An id of its own: the machine's PostgreSQL may serve other test runs at the same time.
+    return lms_connection("brightspace", f"bs_drill_{uuid.uuid4().hex[:8]}", expired=True, lock_conn_id=lock)
+
+
+@pytest.mark.parametrize("step", ["token_response", "durable_copy", "saved"])
+def test_a_worker_killed_during_a_refresh_with_its_disk_gone(emulator, drill_connection, tmp_path, step):
+    conn_id = drill_connection
+    before = stored_extra(conn_id)["refresh_token"]
+
+    host_a = tmp_path / "host-a"
+    killed = _start(conn_id, host_a, tmp_path / "go-a", CANVAS_PROVIDER_DRILL_STALL=f"{step}:120")
+    (tmp_path / "go-a").touch()
+    _read_until(killed, f"Drill: stalled after {step}")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    shutil.rmtree(host_a, ignore_errors=True)  # an ephemeral worker's disk goes with it
+    assert emulator.refresh_count("brightspace") == 1  # the killed worker's refresh reached the server
+
+    go = tmp_path / "go"
+    others = [_start(conn_id, tmp_path / f"host-{name}", go) for name in "bcd"]
+    go.touch()
+    results = [_result(worker) for worker in others]
+    print(
+        f"\n{step}: others {results}, consumed presentations {emulator.consumed_presentations('brightspace')}"
+    )
+
+    if step == "token_response":
+        # Killed before any durable copy: the new tokens died with the worker. At most one worker
+        # presents the consumed refresh token; every one fails with an error that reports the loss.
+        assert emulator.consumed_presentations("brightspace") == 1
+        assert [worker.returncode for worker in others] == [3, 3, 3]
+        errors = [result["error"] for result in results]
+        assert sum("was now refused as used" in error for error in errors) == 1
+        assert sum("was already refused as used" in error for error in errors) == 2
+        assert all(f"canvas-oauth authorize {conn_id}" in error for error in errors)
+        assert stored_extra(conn_id)["refresh_token"] == before
+        return
+    # After the durable copy, nothing is lost: the chain goes on with no second refresh.
+    assert [worker.returncode for worker in others] == [0, 0, 0], results
+    assert sum(result["refreshes"] for result in results) == 0
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+    central = json.loads(metadata.get_variable(f"canvas_provider_tokens__{conn_id}"))
+    assert stored_extra(conn_id)["refresh_token"] == central["refresh_token"] != before
