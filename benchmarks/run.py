@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks._harness import BenchError, CaseReport, Target, Workspace, machine_description, psql
 
-CASES = ("download", "pagination", "load", "tokens", "parse")
+CASES = ("download", "pagination", "load", "tokens", "custody", "parse")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
