@@ -1,0 +1,68 @@
+"""Token custody under a real scheduler: an ephemeral worker whose save fails loses nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_canvas.testing import LmsEmulator
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "custody_drill"
+CLIENT_ID, CLIENT_SECRET = "custody-client", "custody-client-secret-value"
+
+
+@pytest.fixture
+def emulator() -> Iterator[LmsEmulator]:
+    with LmsEmulator() as emu:
+        emu.brightspace.revoke_family_on_reuse = True  # strict: a reused refresh token ends the chain
+        emu.brightspace.register_client(CLIENT_ID, CLIENT_SECRET)
+        yield emu
+
+
+def _wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not happen in {timeout}s")
+
+
+def test_an_ephemeral_worker_whose_save_fails_loses_nothing(local_airflow: LocalAirflow, emulator):
+    conn_id = "brightspace_custody"
+    issued = emulator.brightspace.issue_tokens(CLIENT_ID)
+    extra = emulator.connection_extra("brightspace", issued, expired=True)
+    local_airflow.add_connection(
+        conn_id, "brightspace", host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
+    )
+    variable = f"canvas_provider_tokens__{conn_id}"
+    local_airflow.wait_for_dag(DAG_ID)
+
+    # Run 1 refreshes, writes the central copy, then stalls before the save: the api-server goes
+    # down meanwhile, so the connection cannot be written. The task's state dir is deleted at its end.
+    first = local_airflow.trigger(DAG_ID, {"conn_id": conn_id, "stall": "durable_copy:8"})
+    _wait_until(lambda: local_airflow.get_variable(variable), 240, "the central copy")
+    local_airflow.kill("api-server")
+    # Down for longer than the stall plus the three save attempts (about 4 s): the save fails.
+    time.sleep(25)
+    local_airflow.restart("api-server")
+    local_airflow.wait_for_run(DAG_ID, first, timeout=240)
+    assert emulator.refresh_count("brightspace") == 1
+    assert local_airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"] == issued.refresh_token
+
+    # Run 2, a fresh worker with an empty disk: the tokens come from the central copy, no refresh.
+    second = local_airflow.trigger(DAG_ID, {"conn_id": conn_id, "stall": ""})
+    assert local_airflow.wait_for_run(DAG_ID, second, timeout=240) == "success"
+    assert local_airflow.xcom(DAG_ID, second, "call_api")["refreshes"] == 0
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+    saved = local_airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"]
+    assert saved != issued.refresh_token  # written to the connection by run 2
+    log = local_airflow.task_log(DAG_ID, second, "call_api")
+    assert "could not save to the connection" in log and "writing them to the connection now" in log
+    assert saved not in log
