@@ -179,9 +179,11 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "",
                     },
                     "airflow_api_conn_id": {
-                        "description": "Connection whose login/password is an Airflow user "
-                        "allowed to edit connections. If it does not exist, no credentials are "
-                        "sent (enough for SimpleAuthManager with all users admin).",
+                        "description": "Connection with the credentials task code uses to save "
+                        "refreshed tokens: login/password of an Airflow user allowed to edit "
+                        "connections (exchanged at /auth/token for a JWT), or an API token in "
+                        "password with login empty (sent as a bearer token). If it does not exist, "
+                        "no credentials are sent (enough for SimpleAuthManager with all users admin).",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "airflow_api",

@@ -130,15 +130,27 @@ def api_conn_id() -> str:
     return conf.get(_SECTION, "airflow_api_conn_id", fallback="airflow_api")
 
 
-def _api_headers(session: requests.Session, base_url: str) -> dict[str, str]:
-    """A JWT for the configured Airflow user; none if that connection does not exist."""
+def _api_headers(session: requests.Session, base_url: str) -> tuple[dict[str, str], str]:
+    """The Authorization header from the ``airflow_api`` connection, and how it was obtained.
+
+    Login and password: a user, exchanged at ``/auth/token`` for a JWT (SimpleAuthManager, FAB).
+    Password with an empty login: an API token (as managed Airflow services issue), sent as it is.
+    No such connection: no credentials ("none"), enough where every user is an admin.
+    """
     from airflow.exceptions import AirflowNotFoundException
 
-    credentials_conn_id = api_conn_id()
+    conn_id = api_conn_id()
     try:
-        credentials = get_connection(credentials_conn_id)
+        credentials = get_connection(conn_id)
     except AirflowNotFoundException:
-        return {}
+        return {}, "none"
+    if not credentials.password:
+        raise MetadataWriteError(
+            f"connection {conn_id!r} has no password: set login and password of an Airflow user, "
+            "or leave login empty and put an Airflow API token in password"
+        )
+    if not credentials.login:
+        return {"Authorization": f"Bearer {credentials.password}"}, "token"
     response = session.post(
         f"{base_url}/auth/token",
         json={"username": credentials.login, "password": credentials.password},
@@ -146,21 +158,42 @@ def _api_headers(session: requests.Session, base_url: str) -> dict[str, str]:
     )
     if not response.ok:
         raise MetadataWriteError(
-            f"the Airflow API refused the login of connection {credentials_conn_id!r} "
-            f"(HTTP {response.status_code}) at {base_url}/auth/token"
+            f"the Airflow API refused the login of connection {conn_id!r} "
+            f"(HTTP {response.status_code}) at {base_url}/auth/token; check its login and password "
+            "(for an API token instead, leave login empty)"
         )
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}, "login"
+
+
+def _refusal_hint(status: int, auth: str) -> str:
+    """What to do about a refused connection update, by how the request was authenticated."""
+    conn_id = api_conn_id()
+    if status == 401 and auth == "token":
+        return (
+            f"the API token in the password of connection {conn_id!r} was refused: it is wrong or has "
+            "expired; issue a new token and store it as that connection's password (login empty)"
+        )
+    if status == 401 and auth == "none":
+        return (
+            f"the API needs credentials: create connection {conn_id!r} with login/password of an "
+            "Airflow user, or an API token as password and no login"
+        )
+    who = "the user" if auth == "login" else "the token"
+    return (
+        f"{who} of connection {conn_id!r} must be allowed to edit connections (FAB: can_edit on Connections)"
+    )
 
 
 def _patch_connection_via_api(conn_id: str, conn_type: str, extra: dict[str, Any]) -> None:
     base_url = _api_base_url()
     with requests.Session() as session:
         try:
+            headers, auth = _api_headers(session, base_url)
             response = session.patch(
                 f"{base_url}/api/v2/connections/{conn_id}",
                 params={"update_mask": "extra"},
                 json={"connection_id": conn_id, "conn_type": conn_type, "extra": json.dumps(extra)},
-                headers=_api_headers(session, base_url),
+                headers=headers,
                 timeout=_REST_TIMEOUT,
             )
         except requests.RequestException as err:
@@ -171,7 +204,5 @@ def _patch_connection_via_api(conn_id: str, conn_type: str, extra: dict[str, Any
     if not response.ok:
         raise MetadataWriteError(
             f"the Airflow API at {base_url} answered HTTP {response.status_code} to the update of "
-            f"connection {conn_id!r}; the user of connection "
-            f"{api_conn_id()!r} must be allowed "
-            "to edit connections"
+            f"connection {conn_id!r}; {_refusal_hint(response.status_code, auth)}"
         )
