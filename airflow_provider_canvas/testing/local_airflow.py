@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
@@ -32,6 +32,24 @@ HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "trig
 LOG_CONTEXT_KEYS = {"timestamp", "level", "event", "logger", "filename", "lineno", "dag_id", "task_id"}
 LOG_CONTEXT_KEYS |= {"run_id", "ti_id", "try_number", "map_index"}
 ADMIN_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+AUTH_MANAGERS = {
+    "simple": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    "fab": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",  # the `fab` extra
+}
+# The FAB user `admin`, made as `airflow users create` makes it but with the password taken from the
+# environment, not from a command line that `ps` shows.
+_FAB_ADMIN_SCRIPT = """
+import os
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    password = os.environ.pop("LOCAL_AIRFLOW_ADMIN_PASSWORD")
+    admin_role = sm.find_role("Admin")
+    if not sm.find_user(username="admin"):
+        if not sm.add_user("admin", "admin", "user", "admin@example.invalid", admin_role, password):
+            raise SystemExit("could not create the FAB user admin")
+"""
 
 
 @contextmanager
@@ -81,7 +99,10 @@ class LocalAirflow:
         parallelism: int = 4,
         api_port: int = 0,
         extra_env: dict[str, str] | None = None,
+        auth_manager: Literal["simple", "fab"] = "simple",
     ) -> None:
+        """:param auth_manager: ``simple`` (every request is admin, no login) or ``fab`` (roles and
+        permissions; an ``admin`` user is created and :meth:`api` logs in as it)."""
         self.home, self.dags_folder = Path(home).resolve(), Path(dags_folder).resolve()
         api_port = api_port or free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
@@ -90,6 +111,8 @@ class LocalAirflow:
         self._log_files: dict[str, IO[bytes]] = {}
         self._sessions: set[int] = set()  # session id of every component process ever started
         self.http = requests.Session()
+        self.auth_manager = auth_manager
+        self.admin_password = secrets.token_urlsafe(16)  # the FAB user ``admin``
         # Inherited AIRFLOW_* variables (AIRFLOW_CONN_*, another AIRFLOW_HOME) would leak into this install.
         self.env = {k: v for k, v in os.environ.items() if not k.lstrip("_").startswith("AIRFLOW")}
         self.env["PATH"] = f"{self.airflow_bin.parent}{os.pathsep}{self.env.get('PATH', '')}"
@@ -101,11 +124,9 @@ class LocalAirflow:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # only the runs trigger() asks for
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            # Its middleware then adds an admin JWT to every request: REST calls need no login.
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[auth_manager],
+            # SimpleAuthManager's middleware then adds an admin JWT to every request: no login needed.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(auth_manager == "simple"),
             # The connection form's Test button (Airflow's default hides it).
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             # Per instance and explicit: the airflow.cfg that `db migrate` writes has no fernet_key, so
@@ -139,12 +160,30 @@ class LocalAirflow:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         since = datetime.now(timezone.utc)
-        self.cli("db", "migrate", timeout=timeout)
+        self.cli("db", "migrate", timeout=timeout)  # with FAB as auth manager, FAB's tables too
+        admin = None
+        if self.auth_manager == "fab":  # made while the components start: the first REST call needs it
+            admin = subprocess.Popen(
+                [sys.executable, "-c", _FAB_ADMIN_SCRIPT],
+                env=self.env | {"LOCAL_AIRFLOW_ADMIN_PASSWORD": self.admin_password},
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         try:
             for component in COMPONENTS:
                 self._spawn(component)
             self._wait_healthy(COMPONENTS, since, time.monotonic() + timeout)
+            if admin is not None:
+                _, stderr = admin.communicate(timeout=timeout)
+                if admin.returncode != 0:
+                    raise RuntimeError(f"creating the FAB user admin failed:\n{stderr[-4000:]}")
+                self.http.headers["Authorization"] = f"Bearer {self.login('admin', self.admin_password)}"
         except BaseException:
+            if admin is not None and admin.poll() is None:
+                admin.kill()
             self.stop()
             raise
 
@@ -254,10 +293,38 @@ class LocalAirflow:
             raise RuntimeError(f"airflow {args[0]} exited {result.returncode}:\n{result.stderr[-4000:]}")
         return result
 
+    def add_fab_user(
+        self, username: str, password: str, role: str, permissions: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Create a FAB user with ``role`` through FAB's REST API; with ``permissions`` ((action, resource)
+        pairs such as ``("can_edit", "Connections")``), create that role first, with exactly those."""
+        if permissions is not None:
+            actions = [{"action": {"name": a}, "resource": {"name": r}} for a, r in permissions]
+            self._fab_api("POST", "/roles", {"name": role, "actions": actions})
+        body = {"username": username, "password": password, "roles": [{"name": role}]}
+        body |= {"first_name": username, "last_name": "user", "email": f"{username}@example.invalid"}
+        self._fab_api("POST", "/users", body)
+
+    def _fab_api(self, method: str, path: str, body: dict[str, Any]) -> None:
+        response = self.http.request(method, f"{self.api_url}/auth/fab/v1{path}", json=body, timeout=30)
+        if not response.ok:  # the body may echo a password: the status only
+            raise RuntimeError(f"{method} /auth/fab/v1{path} -> {response.status_code}")
+
+    def login(self, username: str, password: str) -> str:
+        """A JWT for this user from ``POST /auth/token`` (what the provider does with ``airflow_api``)."""
+        # Generous: under FAB the first login builds FAB's Flask app inside the api-server.
+        body = {"username": username, "password": password}
+        response = requests.post(f"{self.api_url}/auth/token", json=body, timeout=90)
+        if not response.ok:
+            raise RuntimeError(f"login of {username!r} -> {response.status_code}")
+        return str(response.json()["access_token"])
+
     def api(
         self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
     ) -> requests.Response:
-        """Call the public REST API at ``/api/v2<path>`` (no token needed); raise unless status in ``ok``."""
+        """Call the public REST API at ``/api/v2<path>`` as admin; raise unless status in ``ok``.
+
+        ``headers={"Authorization": ...}`` calls it as someone else."""
         response = self.http.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
         if response.status_code not in ok:
             raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
