@@ -263,6 +263,8 @@ class TokenLifecycle:
                     _SAVE_ATTEMPTS,
                     reason,
                 )
+                if not getattr(err, "retryable", True):
+                    break  # refused credentials and the like: a second try cannot go better
                 if attempt < _SAVE_ATTEMPTS:
                     time.sleep(0.5 * 2**attempt)
             else:

@@ -22,7 +22,14 @@ _REST_TIMEOUT = (5, 30)
 
 
 class MetadataWriteError(Exception):
-    """A connection or variable could not be written. The message never holds the value."""
+    """A connection or variable could not be written. The message never holds the value.
+
+    ``retryable`` is False when trying again cannot help (refused credentials, missing connection).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def in_task() -> bool:
@@ -78,7 +85,9 @@ def write_connection_extra(conn_id: str, conn_type: str, extra: dict[str, Any]) 
     with create_session() as session:
         row = session.scalar(select(ConnectionModel).filter_by(conn_id=conn_id).limit(1))
         if row is None:
-            raise MetadataWriteError(f"connection {conn_id!r} is not in the metadata database")
+            raise MetadataWriteError(
+                f"connection {conn_id!r} is not in the metadata database", retryable=False
+            )
         row.set_extra(json.dumps(extra))
 
 
@@ -147,7 +156,8 @@ def _api_headers(session: requests.Session, base_url: str) -> tuple[dict[str, st
     if not credentials.password:
         raise MetadataWriteError(
             f"connection {conn_id!r} has no password: set login and password of an Airflow user, "
-            "or leave login empty and put an Airflow API token in password"
+            "or leave login empty and put an Airflow API token in password",
+            retryable=False,
         )
     if not credentials.login:
         return {"Authorization": f"Bearer {credentials.password}"}, "token"
@@ -160,7 +170,8 @@ def _api_headers(session: requests.Session, base_url: str) -> tuple[dict[str, st
         raise MetadataWriteError(
             f"the Airflow API refused the login of connection {conn_id!r} "
             f"(HTTP {response.status_code}) at {base_url}/auth/token; check its login and password "
-            "(for an API token instead, leave login empty)"
+            "(for an API token instead, leave login empty)",
+            retryable=response.status_code >= 500,
         )
     return {"Authorization": f"Bearer {response.json()['access_token']}"}, "login"
 
@@ -204,5 +215,6 @@ def _patch_connection_via_api(conn_id: str, conn_type: str, extra: dict[str, Any
     if not response.ok:
         raise MetadataWriteError(
             f"the Airflow API at {base_url} answered HTTP {response.status_code} to the update of "
-            f"connection {conn_id!r}; {_refusal_hint(response.status_code, auth)}"
+            f"connection {conn_id!r}; {_refusal_hint(response.status_code, auth)}",
+            retryable=response.status_code not in (401, 403, 404),
         )

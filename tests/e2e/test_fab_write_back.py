@@ -126,3 +126,33 @@ def _login_requests(airflow: LocalAirflow) -> int:
     """``POST /auth/token`` requests in the api-server's access log so far."""
     log = (airflow.home / "logs" / "api-server.log").read_text(errors="replace")
     return log.count("method=POST path=/auth/token ")
+
+
+def test_with_no_api_credentials_at_all_tasks_succeed_and_the_tokens_survive(
+    fab_airflow: tuple[LocalAirflow, str], emulator: LmsEmulator
+) -> None:
+    airflow, _ = fab_airflow
+    airflow.api("DELETE", "/connections/airflow_api", ok=(204, 404))
+    conn_id = "brightspace_fab_no_api"
+    issued = emulator.brightspace.issue_tokens(CLIENT_ID)
+    extra = emulator.connection_extra("brightspace", issued, expired=True)
+    airflow.add_connection(
+        conn_id, "brightspace", host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
+    )
+    run_id = airflow.trigger(DAG_ID, {"conn_id": conn_id, "platform": "brightspace", "separate_hosts": False})
+    state = airflow.wait_for_run(DAG_ID, run_id, timeout=240)
+    instances = airflow.task_instances(DAG_ID, run_id)
+
+    # FAB refuses the write-back (401: no credentials), yet no task fails and no token is lost.
+    assert state == "success", [(ti["map_index"], ti["state"]) for ti in instances]
+    assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+    central = json.loads(airflow.get_variable(f"canvas_provider_tokens__{conn_id}"))
+    assert central["refresh_token"] != issued.refresh_token  # the live chain is in the central copy
+    assert airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"] == issued.refresh_token
+    logs = "".join(airflow.task_log(DAG_ID, run_id, "call_api", map_index=i) for i in range(8))
+    for index in range(8):  # each task says it once: one refreshed, the others tried to catch up
+        log = airflow.task_log(DAG_ID, run_id, "call_api", map_index=index)
+        assert log.count("nothing is lost and this task goes on") == 1
+        assert "create the connection 'airflow_api'" in log and "failed (attempt 2/3)" not in log
+    assert central["refresh_token"] not in logs
