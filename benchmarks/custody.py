@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow, fresh_postgres_database
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.postgres import (
+    TEST_DATABASE,
+    PostgresServer,
+    configured_server,
+    fresh_postgres_database,
+)
 from benchmarks._harness import CaseReport, Table, Target, Workspace, fmt, progress
 
 DAG_ID = "bench_token_custody"
@@ -59,7 +65,7 @@ def measure(workspace: Workspace, count: int) -> list[dict[str, float]]:
         emulator.brightspace.register_client("bench", "bench-secret")
         issued = emulator.brightspace.issue_tokens("bench")
         database = stack.enter_context(
-            fresh_postgres_database(workspace.postgres_url.rsplit("/", 1)[0] + "/postgres")
+            fresh_postgres_database(PostgresServer.from_url(workspace.postgres_url))
         )
         dags = workspace.root / "custody-dags"
         dags.mkdir(exist_ok=True)
@@ -118,7 +124,7 @@ def _quantiles() -> list[Any]:
 if __name__ == "__main__":
     import sys
 
-    with Workspace(postgres_url="postgresql://postgres@127.0.0.1:5432/test") as bench_workspace:
+    with Workspace(postgres_url=configured_server().url(TEST_DATABASE)) as bench_workspace:
         report = run(bench_workspace, quick="--quick" in sys.argv, reps=1)
     for result in report.tables:
         print(result.render())

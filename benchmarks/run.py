@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_canvas.testing.postgres import TEST_DATABASE, configured_server
 from benchmarks._harness import BenchError, CaseReport, Target, Workspace, machine_description, psql
 
 CASES = ("download", "pagination", "load", "tokens", "custody", "parse")
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+# The tests' server: CANVAS_PROVIDER_POSTGRES_URL, by default postgresql://postgres@127.0.0.1:5432.
+DEFAULT_POSTGRES = configured_server().url(TEST_DATABASE)
 
 
 def _postgres_version(url: str) -> str:

@@ -4,7 +4,9 @@ Starts two Canvas/Brightspace emulators (a "test" and a "beta" instance) and a l
 (scheduler, dag-processor, triggerer, api-server; SQLite, LocalExecutor) in ``.demo/``, creates
 connections whose access tokens have expired, triggers every example DAG, waits, prints what
 happened and stops everything it started. Brightspace Data Sets are loaded into a fresh
-PostgreSQL database on 127.0.0.1:5432, dropped at the end.
+PostgreSQL database, dropped at the end: on the server at 127.0.0.1:5432 if one answers there, else on an
+embedded one started in ``.demo/postgres`` (``CANVAS_PROVIDER_POSTGRES``; see
+airflow_provider_canvas/testing/postgres.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 import psycopg
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow, fresh_postgres_database
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.postgres import fresh_postgres_database, postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
@@ -108,10 +111,16 @@ def main() -> int:
     shutil.rmtree(WORK, ignore_errors=True)  # a second run starts clean
     WORK.mkdir()
     failures = 0
-    with LmsEmulator() as emulator, LmsEmulator() as beta, fresh_postgres_database() as warehouse_url:
+    with (
+        LmsEmulator() as emulator,
+        LmsEmulator() as beta,
+        postgres_server(WORK / "postgres") as postgres,
+        fresh_postgres_database(postgres) as warehouse_url,
+    ):
         _seed(emulator, accounts=2000)
         _seed(beta, accounts=10)
         print(f"emulators: {emulator.url} (test instance), {beta.url} (beta instance)")
+        print(f"postgres:  {postgres.address} ({postgres.description})")
         airflow = LocalAirflow(
             WORK / "airflow", ROOT / "dags", extra_env={"BRIGHTSPACE_BDS_LOCATION": str(WORK / "bds")}
         )
@@ -121,13 +130,12 @@ def main() -> int:
                 _connect(airflow, emulator, platform, f"{platform}_default")
             _connect(airflow, emulator, "canvas", "canvas_test")
             _connect(airflow, beta, "canvas", "canvas_beta")
-            database = warehouse_url.rsplit("/", 1)[1]
-            warehouse = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres"}
+            warehouse = postgres.connection_fields(warehouse_url.rsplit("/", 1)[1])
             airflow.api(
                 "POST",
                 "/connections",
                 ok=(201,),
-                json={"connection_id": "brightspace_warehouse", "schema": database, **warehouse},
+                json={"connection_id": "brightspace_warehouse", **warehouse},
             )
             triggered = {}
             for dag_id, conf in DEMO_RUNS.items():

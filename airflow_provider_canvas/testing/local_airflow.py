@@ -13,9 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -31,7 +29,6 @@ HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "trig
 # Fields every task log event repeats; task_log() shows only the rest beside the message.
 LOG_CONTEXT_KEYS = {"timestamp", "level", "event", "logger", "filename", "lineno", "dag_id", "task_id"}
 LOG_CONTEXT_KEYS |= {"run_id", "ti_id", "try_number", "map_index"}
-ADMIN_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 AUTH_MANAGERS = {
     "simple": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
     "fab": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",  # the `fab` extra
@@ -52,39 +49,11 @@ with get_application_builder() as appbuilder:
 """
 
 
-@contextmanager
-def fresh_postgres_database(admin_url: str = ADMIN_POSTGRES_URL) -> Iterator[str]:
-    """Create ``airflow_e2e_<random>``, yield its SQLAlchemy URL for Airflow, drop it afterwards."""
-    import psycopg  # optional dependency: only the PostgreSQL set-up needs it
-    from sqlalchemy.engine import make_url
-
-    name = f"airflow_e2e_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(admin_url).set(drivername="postgresql+psycopg2", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            # Components killed in a drill can leave sessions behind, and DROP refuses while any exist.
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def postgres_available(host: str = "127.0.0.1", port: int = 5432) -> bool:
-    """Whether something listens where ``fresh_postgres_database`` expects PostgreSQL."""
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class LocalAirflow:

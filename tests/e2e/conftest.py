@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_canvas.testing.local_airflow import (
-    LocalAirflow,
-    fresh_postgres_database,
-    postgres_available,
-)
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.postgres import fresh_postgres_database
 
 E2E_DAGS = Path(__file__).parent / "dags"
 
 
 def e2e_backend() -> str:
-    """``CANVAS_E2E_DB=postgres|sqlite``; by default PostgreSQL when a server listens on 127.0.0.1:5432."""
-    backend = os.environ.get("CANVAS_E2E_DB") or ("postgres" if postgres_available() else "sqlite")
+    """``CANVAS_E2E_DB=postgres|sqlite``; by default PostgreSQL, the session's server (tests/conftest.py)."""
+    backend = os.environ.get("CANVAS_E2E_DB") or "postgres"
     if backend not in ("postgres", "sqlite"):
         raise ValueError(f"CANVAS_E2E_DB must be postgres or sqlite, not {backend!r}")
     return backend

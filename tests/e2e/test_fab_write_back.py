@@ -16,7 +16,8 @@ import pendulum
 import pytest
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow, fresh_postgres_database
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.postgres import fresh_postgres_database
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,8 @@ import psutil
 import pytest
 import requests
 
-from airflow_provider_canvas.testing.local_airflow import (
-    LocalAirflow,
-    fresh_postgres_database,
-    postgres_available,
-)
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.postgres import fresh_postgres_database
 
 pytestmark = pytest.mark.e2e
 E2E_DAGS = Path(__file__).parent / "dags"
@@ -108,8 +105,6 @@ def test_parallelism_four_runs_four_at_once(local_airflow: LocalAirflow) -> None
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_fresh_instance_starts_and_survives_a_scheduler_kill(tmp_path: Path, backend: str) -> None:
     """Fact 4 (start-up time), a second instance beside the session one, and the failure-drill API."""
-    if backend == "postgres" and not postgres_available():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
     with fresh_postgres_database() if backend == "postgres" else nullcontext() as database_url:
         airflow = LocalAirflow(tmp_path / "home", E2E_DAGS, database_url=database_url)
         started = time.monotonic()

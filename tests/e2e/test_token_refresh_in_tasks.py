@@ -9,6 +9,7 @@ import pytest
 
 from airflow_provider_canvas.testing import LmsEmulator
 from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.postgres import configured_server
 
 pytestmark = pytest.mark.e2e
 
@@ -103,14 +104,7 @@ def test_postgres_lock_serialises_tasks_that_share_no_lock_file(
         "POST",
         "/connections",
         ok=(201, 409),
-        json={
-            "connection_id": "token_lock_pg",
-            "conn_type": "postgres",
-            "host": "127.0.0.1",
-            "port": 5432,
-            "login": "postgres",
-            "schema": "test",
-        },
+        json={"connection_id": "token_lock_pg", **configured_server().connection_fields()},
     )
     conn_id = "brightspace_e2e_hosts"
     _connect(local_airflow, emulator, "brightspace", conn_id, lock_conn_id="token_lock_pg")

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from airflow.models import Connection, Variable
 from airflow.utils.session import create_session
-from lms_fixtures import CLIENT_ID, CLIENT_SECRET, DSN
+from lms_fixtures import CLIENT_ID, CLIENT_SECRET, dsn
 
 from airflow_provider_canvas.testing import LmsEmulator
 
@@ -73,5 +73,5 @@ def schema() -> Iterator[str]:
     """A fresh PostgreSQL schema name for one test, dropped (with what the test put in it) afterwards."""
     name = f"bds_test_{uuid.uuid4().hex[:10]}"
     yield name
-    with psycopg.connect(DSN, autocommit=True) as db:
+    with psycopg.connect(dsn(), autocommit=True) as db:
         db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

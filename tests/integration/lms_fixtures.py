@@ -6,12 +6,23 @@ from typing import Any
 
 from airflow.models import Connection
 
+from airflow_provider_canvas.testing.postgres import TEST_DATABASE, configured_server
+
 CLIENT_ID = "10000000000042"
 CLIENT_SECRET = "client-secret-value-Zq8"
-#: The local PostgreSQL the Brightspace load tests write to (each in a schema of its own).
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 #: Columns of the small Users extracts the Brightspace tests build.
 COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]
+
+
+def dsn() -> str:
+    """The database the Brightspace load tests write to (each in a schema of its own), on the session's
+    PostgreSQL (tests/conftest.py chose it: the machine's or an embedded one)."""
+    return configured_server().url(TEST_DATABASE)
+
+
+def postgres_connection_fields() -> dict[str, Any]:
+    """``conn_type``, host, port, login and schema of a ``postgres`` connection to that database."""
+    return configured_server().connection_fields(TEST_DATABASE)
 
 
 def stored_extra(conn_id: str) -> dict[str, Any]:

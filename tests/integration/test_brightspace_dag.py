@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from airflow.utils.state import DagRunState
-from lms_fixtures import DSN
+from lms_fixtures import dsn, postgres_connection_fields
 
 from airflow_provider_canvas.testing.emulator import utcnow
 
@@ -71,14 +71,12 @@ def test_dag_run_pulls_and_loads_the_param_data_sets(
         created=now - timedelta(days=3),
     )
     lms_connection("brightspace", "brightspace_default", expired=False)
-    make_connection(
-        "brightspace_warehouse", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
-    )
+    make_connection("brightspace_warehouse", extra={}, **postgres_connection_fields())
 
     run = load_dag(location).test(run_conf={"data_sets": ["Users", "Org Units"], "schema": schema})
 
     assert run.state == DagRunState.SUCCESS
-    with psycopg.connect(DSN) as db:
+    with psycopg.connect(dsn()) as db:
         users = db.execute(f'SELECT count(*), min("UserId"::int) FROM "{schema}".users').fetchone()
         org_units = db.execute(f'SELECT "Name" FROM "{schema}".org_units').fetchall()
     assert users == (999, 2) and org_units == [("Org",)]

@@ -11,7 +11,7 @@ import psycopg
 import psycopg2
 import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from lms_fixtures import COLUMNS, DSN, user
+from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.loading.extract import ExtractFormatError
@@ -29,9 +29,7 @@ def write_zip(path: Path, rows: list[dict], columns: list[str] = COLUMNS, member
 
 @pytest.fixture
 def pg_conn_id(make_connection) -> str:
-    return make_connection(
-        "bds_warehouse", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
-    )
+    return make_connection("bds_warehouse", extra={}, **postgres_connection_fields())
 
 
 @pytest.fixture
@@ -44,14 +42,14 @@ def loader(pg_conn_id, schema) -> PostgresExtractLoader:
 
 
 def rows_of(schema: str, table: str = "users") -> dict[str, dict]:
-    with psycopg.connect(DSN) as db, db.cursor(row_factory=psycopg.rows.dict_row) as cur:
+    with psycopg.connect(dsn()) as db, db.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute(f'SELECT * FROM "{schema}"."{table}"')
         return {row["UserId"]: row for row in cur.fetchall()}
 
 
 def fingerprint(schema: str, table: str = "users") -> tuple:
     """Rows and columns of the table, to prove a failed load changed nothing."""
-    with psycopg.connect(DSN) as db:
+    with psycopg.connect(dsn()) as db:
         columns = db.execute(
             "SELECT array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s",
@@ -187,7 +185,7 @@ def test_composite_key_and_quoting_through_psycopg2(schema, tmp_path):
         {"OrgUnitId": "11", "UserId": "1", "RoleName": "Student", "Note": "ünïcødé"},
     ]
     path = write_zip(tmp_path / "enr.zip", rows, columns=columns, member="UserEnrollments.csv")
-    db = psycopg2.connect(DSN)
+    db = psycopg2.connect(dsn())
     try:
         result = PostgresExtractLoader(db, schema).load(
             path, "user_enrollments", key_columns_for("User Enrollments"), extract_id="e1", created_at=T0
@@ -196,7 +194,7 @@ def test_composite_key_and_quoting_through_psycopg2(schema, tmp_path):
         db.close()
 
     assert result.rows_upserted == 3
-    with psycopg.connect(DSN) as check:
+    with psycopg.connect(dsn()) as check:
         got = check.execute(
             f'SELECT "Note" FROM "{schema}".user_enrollments ORDER BY 1 NULLS FIRST'
         ).fetchall()
@@ -275,12 +273,12 @@ def test_bad_input_into_a_new_table_creates_nothing(loader, schema, tmp_path):
     with pytest.raises(ExtractFormatError):
         loader.load(bad, "users", ["UserId"], extract_id="bad", created_at=T0)
 
-    with psycopg.connect(DSN) as db:
+    with psycopg.connect(dsn()) as db:
         assert db.execute("SELECT to_regclass(%s)", (f'"{schema}".users',)).fetchone()[0] is None
 
 
 def test_table_without_the_key_is_a_configuration_error(loader, schema, tmp_path):
-    with psycopg.connect(DSN, autocommit=True) as db:
+    with psycopg.connect(dsn(), autocommit=True) as db:
         db.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         db.execute(f'CREATE TABLE "{schema}".users ("UserId" text, "UserName" text)')
 
@@ -311,7 +309,7 @@ def test_first_load_copies_into_a_new_keyed_table_without_deleted_rows(loader, s
     assert (result.rows_read, result.rows_upserted, result.rows_deleted) == (1003, 900, 0)
     assert len(stored) == 900 and "10" not in stored and "7" not in stored
     assert stored["5"]["UserName"] == "again" and stored["20"]["UserName"] == "back"
-    with psycopg.connect(DSN) as db:
+    with psycopg.connect(dsn()) as db:
         key = db.execute(
             "SELECT array_agg(a.attname::text) FROM pg_index i JOIN pg_attribute a "
             "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass "
@@ -327,7 +325,7 @@ def test_blank_key_in_a_first_load_creates_nothing(loader, schema, tmp_path):
     with pytest.raises(ExtractFormatError, match="1 rows have an empty key column"):
         loader.load(path, "users", ["UserId"], extract_id="full", created_at=T0)
 
-    with psycopg.connect(DSN) as db:
+    with psycopg.connect(dsn()) as db:
         assert db.execute("SELECT to_regclass(%s)", (f'"{schema}".users',)).fetchone()[0] is None
     assert loader.newest_loaded("users") is None
 

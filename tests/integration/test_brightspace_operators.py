@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
-from lms_fixtures import COLUMNS, DSN, user
+from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.hooks.brightspace import BdsDownloadError, ExportJobError
@@ -31,7 +31,7 @@ from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTri
 @pytest.fixture
 def conns(lms_connection, make_connection) -> tuple[str, str]:
     bs = lms_connection("brightspace", expired=False)
-    pg = make_connection("bds_op_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432)
+    pg = make_connection("bds_op_pg", extra={}, **postgres_connection_fields())
     return bs, pg
 
 
@@ -83,13 +83,13 @@ def load_op(conns, output, schema, **kwargs) -> BrightspaceDataSetsToPostgresOpe
 
 
 def table(schema: str, name: str, key: str) -> dict[str, dict]:
-    with psycopg.connect(DSN) as db, db.cursor(row_factory=psycopg.rows.dict_row) as cur:
+    with psycopg.connect(dsn()) as db, db.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute(f'SELECT * FROM "{schema}"."{name}"')
         return {row[key]: row for row in cur.fetchall()}
 
 
 def fingerprint(schema: str, name: str = "users") -> tuple:
-    with psycopg.connect(DSN) as db:
+    with psycopg.connect(dsn()) as db:
         return db.execute(
             f'SELECT count(*), md5(string_agg(t::text, \'|\' ORDER BY t::text)) FROM "{schema}"."{name}" t'
         ).fetchone()

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from lms_fixtures import stored_extra
+from lms_fixtures import postgres_connection_fields, stored_extra
 
 from airflow_provider_canvas.tokens import metadata
 
@@ -57,9 +57,7 @@ def _result(worker: subprocess.Popen[str]) -> dict:
 
 @pytest.fixture
 def drill_connection(lms_connection, make_connection) -> str:
-    lock = make_connection(
-        "drill_lock_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
-    )
+    lock = make_connection("drill_lock_pg", extra={}, **postgres_connection_fields())
     # An id of its own: the machine's PostgreSQL may serve other test runs at the same time.
     return lms_connection("brightspace", f"bs_drill_{uuid.uuid4().hex[:8]}", expired=True, lock_conn_id=lock)
 

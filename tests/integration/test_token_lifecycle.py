@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
-from lms_fixtures import CLIENT_ID, CLIENT_SECRET, stored_extra
+from lms_fixtures import CLIENT_ID, CLIENT_SECRET, postgres_connection_fields, stored_extra
 
 from airflow_provider_canvas.exceptions import LmsAuthError, LmsPermissionError, TokenSaveError
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
@@ -240,9 +240,7 @@ def test_4_processes_make_exactly_one_refresh(emulator, lms_connection, tmp_path
 def shared_lock_connection(request, make_connection) -> str:
     """A `lock_conn_id` target that workers on several hosts share: PostgreSQL or Redis."""
     if request.param == "postgres":
-        return make_connection(
-            "token_lock_pg", "postgres", "127.0.0.1", {}, login="postgres", schema="test", port=5432
-        )
+        return make_connection("token_lock_pg", extra={}, **postgres_connection_fields())
     server = request.getfixturevalue("redis_server")
     return make_connection("token_lock_redis", "redis", server.host, {"db": 0}, port=server.port)
 
