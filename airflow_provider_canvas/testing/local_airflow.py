@@ -1,6 +1,7 @@
 """Run a real local Airflow 3 (scheduler, dag-processor, triggerer, api-server; LocalExecutor) for tests.
 
 Tasks run supervised with the ORM blocked, unlike ``airflow dags test``; the test side talks REST and CLI.
+With ``executor="CeleryExecutor"`` tasks run on Celery workers instead, each as if on its own host.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -47,6 +50,13 @@ with get_application_builder() as appbuilder:
         if not sm.add_user("admin", "admin", "user", "admin@example.invalid", admin_role, password):
             raise SystemExit("could not create the FAB user admin")
 """
+REDIS_URL = "redis://127.0.0.1:6379/0"
+# Read by hostname_from_env, each Celery worker's [core] hostname_callable.
+HOSTNAME_ENV = "LOCAL_AIRFLOW_HOSTNAME"
+# A metadata database no one listens at: a worker that touched the ORM would fail at once.
+# The `redis` connection a Celery instance adds: the broker's Redis, for lock_conn_id (a Redis token lock).
+REDIS_LOCK_CONN_ID = "token_lock_redis"
+NO_METADATA_DB = "postgresql+psycopg2://no-metadata-db@127.0.0.1:9/workers_have_none"
 
 
 def free_port() -> int:
@@ -56,8 +66,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def hostname_from_env() -> str:
+    """``[core] hostname_callable`` of a Celery worker: the host name it was given, as task instances show."""
+    return os.environ.get(HOSTNAME_ENV) or socket.getfqdn()
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One ``airflow celery worker``, set up as on a host of its own: its own AIRFLOW_HOME and state_dir."""
+
+    hostname: str  # its --celery-hostname and the hostname of the task instances it runs
+    home: Path
+    state_dir: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def node(self) -> str:
+        """Its Celery node name, as ``inspect ping -d`` takes it."""
+        return f"celery@{self.hostname}"
+
+
 class LocalAirflow:
-    """One Airflow installation in ``home``; each of its four components is its own process group."""
+    """One Airflow installation in ``home``; each of its four components is its own process group.
+
+    ``executor="CeleryExecutor"`` runs the CeleryExecutor as a site with worker hosts does: Redis at
+    ``redis_url`` as broker, ``database_url`` (PostgreSQL) as metadata database and result backend, and
+    ``celery_workers`` workers (``host-a``, ``host-b``, ...), each in a process group of its own with its own
+    AIRFLOW_HOME and ``[canvas_provider] state_dir`` under ``home/hosts/``, and no metadata database.
+    Queue, broker keys and worker names carry an id of this instance, so parallel runs share no queue.
+    """
 
     def __init__(
         self,
@@ -69,6 +106,10 @@ class LocalAirflow:
         api_port: int = 0,
         extra_env: dict[str, str] | None = None,
         auth_manager: Literal["simple", "fab"] = "simple",
+        executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor",
+        celery_workers: int = 2,
+        worker_concurrency: int = 2,
+        redis_url: str = REDIS_URL,
     ) -> None:
         """:param auth_manager: ``simple`` (every request is admin, no login) or ``fab`` (roles and
         permissions; an ``admin`` user is created and :meth:`api` logs in as it)."""
@@ -78,6 +119,7 @@ class LocalAirflow:
         self.airflow_bin = Path(sys.executable).parent / "airflow"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: dict[str, IO[bytes]] = {}
+        self._log_offsets: dict[str, int] = {}  # where each component's log stood when it last started
         self._sessions: set[int] = set()  # session id of every component process ever started
         self.http = requests.Session()
         self.auth_manager = auth_manager
@@ -121,11 +163,58 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         }
+        self.workers: dict[str, CeleryWorker] = {}  # by component name, "celery-worker-<hostname>"
+        if executor == "CeleryExecutor":
+            self._configure_celery(database_url, redis_url, celery_workers, worker_concurrency)
+        elif executor != "LocalExecutor":
+            raise ValueError(f"executor must be LocalExecutor or CeleryExecutor, not {executor!r}")
         self.env |= extra_env or {}
+        for worker in self.workers.values():
+            worker.env.update(extra_env or {})
+
+    def _configure_celery(
+        self, database_url: str | None, redis_url: str, workers: int, concurrency: int
+    ) -> None:
+        from sqlalchemy.engine import make_url
+
+        if not database_url or not make_url(database_url).drivername.startswith("postgresql"):
+            raise ValueError("the CeleryExecutor needs database_url on PostgreSQL (its result backend too)")
+        self.redis_url = redis_url
+        tag = uuid.uuid4().hex[:8]
+        self.celery_queue = f"local-airflow-{tag}"
+        # Celery's database result backend takes a plain SQLAlchemy URL behind "db+".
+        result_backend = make_url(database_url).set(drivername="postgresql")
+        self.env |= {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{result_backend.render_as_string(hide_password=False)}",
+            # Every key and channel kombu uses in Redis (queues, bindings, unacked, pidbox) gets this prefix.
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{self.celery_queue}:",
+            # The queue tasks are sent to (the dag-processor stamps it on each task) and workers consume.
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.celery_queue,
+        }
+        for letter in "abcdefgh"[:workers]:
+            hostname = f"host-{letter}-{tag}"
+            home = self.home / "hosts" / hostname
+            env = self.env | {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(home / "canvas_provider"),
+                # Airflow 3 workers reach the api-server (Execution API) only: no database to use.
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": NO_METADATA_DB,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.hostname_from_env",
+                HOSTNAME_ENV: hostname,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                # Task logs where the api-server reads them, as the compose file's shared logs volume: the
+                # host names exist only here, so the api-server could not fetch logs from a worker.
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+            }
+            worker = CeleryWorker(hostname, home, home / "canvas_provider", env)
+            self.workers[f"celery-worker-{hostname}"] = worker
 
     # --- processes ------------------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> None:
-        """Migrate the database, start the four components, wait until each reports healthy."""
+        """Migrate the database, start the components (and workers), wait until each reports healthy."""
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         since = datetime.now(timezone.utc)
@@ -142,14 +231,24 @@ class LocalAirflow:
                 text=True,
             )
         try:
-            for component in COMPONENTS:
+            for component in (*COMPONENTS, *self.workers):
                 self._spawn(component)
-            self._wait_healthy(COMPONENTS, since, time.monotonic() + timeout)
+            deadline = time.monotonic() + timeout
+            self._wait_healthy(COMPONENTS, since, deadline)
             if admin is not None:
                 _, stderr = admin.communicate(timeout=timeout)
                 if admin.returncode != 0:
                     raise RuntimeError(f"creating the FAB user admin failed:\n{stderr[-4000:]}")
                 self.http.headers["Authorization"] = f"Bearer {self.login('admin', self.admin_password)}"
+            self._wait_workers_ready(tuple(self.workers), deadline)
+            if self.workers:
+                self.add_connection(
+                    REDIS_LOCK_CONN_ID,
+                    "redis",
+                    host=urlsplit(self.redis_url).hostname,
+                    port=urlsplit(self.redis_url).port or 6379,
+                    extra={"db": int(urlsplit(self.redis_url).path.strip("/") or 0)},
+                )
         except BaseException:
             if admin is not None and admin.poll() is None:
                 admin.kill()
@@ -167,7 +266,19 @@ class LocalAirflow:
             with suppress(OSError):
                 if os.getsid(pid) in self._sessions:
                     os.kill(pid, signal.SIGKILL)
+        if self.workers:
+            self._delete_broker_keys()
         self.http.close()
+
+    def _delete_broker_keys(self) -> None:
+        """Remove what kombu left in Redis under this instance's key prefix (queues, bindings)."""
+        import redis
+
+        prefix = self.env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"]
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        with suppress(redis.RedisError), client:
+            for key in client.scan_iter(match=f"{prefix}*", count=500):
+                client.delete(key)
 
     def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send ``sig`` to a component's process group (for the scheduler: its executor workers too)."""
@@ -178,7 +289,10 @@ class LocalAirflow:
         self._terminate([component], grace=15)
         since = datetime.now(timezone.utc)
         self._spawn(component)
-        self._wait_healthy((component,), since, time.monotonic() + timeout)
+        if component in self.workers:
+            self._wait_workers_ready((component,), time.monotonic() + timeout)
+        else:
+            self._wait_healthy((component,), since, time.monotonic() + timeout)
 
     def __enter__(self) -> LocalAirflow:
         self.start()
@@ -192,13 +306,24 @@ class LocalAirflow:
         text = (self.home / "logs" / f"{component}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def launch(self, component: str) -> tuple[list[str], dict[str, str], Path]:
+        """The command line, environment and working directory a component (or worker) runs with."""
+        if worker := self.workers.get(component):
+            command = [str(self.airflow_bin), "celery", "worker", "--celery-hostname", worker.hostname]
+            return command, worker.env, worker.home
+        return [str(self.airflow_bin), component], self.env, self.home
+
     def _spawn(self, component: str) -> None:
         log = self._log_files[component] = (self.home / "logs" / f"{component}.log").open("ab")
+        self._log_offsets[component] = log.tell()
+        command, env, cwd = self.launch(component)
+        if worker := self.workers.get(component):
+            worker.state_dir.mkdir(parents=True, exist_ok=True)
         # A new session is a new process group: kill() and stop() reach what the component forks.
         self.processes[component] = subprocess.Popen(
-            [str(self.airflow_bin), component],
-            env=self.env,
-            cwd=self.home,
+            command,
+            env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -242,6 +367,47 @@ class LocalAirflow:
                     return
             time.sleep(0.5)
         raise TimeoutError(f"Airflow not healthy in time: {health}")
+
+    def _wait_workers_ready(self, components: tuple[str, ...], deadline: float) -> None:
+        """Wait for each worker's "ready." line, then for its answer to a ping through the broker."""
+        pending = set(components)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited early:\n{self.log_tail(name)}")
+                log = (self.home / "logs" / f"{name}.log").read_bytes()[self._log_offsets[name] :]
+                if f"{self.workers[name].node} ready.".encode() in log:
+                    pending.discard(name)
+            time.sleep(0.5)
+        if pending:
+            raise TimeoutError(f"Celery workers not ready in time: {sorted(pending)}")
+        if components:
+            self.ping_workers(*components)
+
+    def ping_workers(self, *components: str, timeout: float = 10) -> None:
+        """Ping workers through the broker (what ``celery inspect ping``, the compose health check, does).
+
+        From this process with Celery alone: the ``airflow``/``celery`` CLI would spend seconds importing
+        Airflow. Only the broker settings matter for a ping: the URL and the key prefix.
+        """
+        from celery import Celery
+
+        nodes = [self.workers[name].node for name in components or self.workers]
+        prefix = self.env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"]
+        app = Celery(
+            "local-airflow-ping",
+            broker=self.redis_url,
+            broker_transport_options={"global_keyprefix": prefix},
+            broker_connection_timeout=timeout,
+        )
+        try:
+            # limit: return once every node answered, instead of listening for the whole timeout.
+            replies = app.control.ping(destination=nodes, timeout=timeout, limit=len(nodes))
+        finally:
+            app.close()
+        answered = {node for reply in replies for node, answer in reply.items() if answer == {"ok": "pong"}}
+        if silent := sorted(set(nodes) - answered):
+            raise RuntimeError(f"no pong within {timeout}s from {silent}; replies: {replies}")
 
     @staticmethod
     def _heartbeat_since(health: dict[str, Any], component: str, since: datetime) -> bool:
