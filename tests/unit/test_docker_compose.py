@@ -37,7 +37,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from airflow_provider_canvas.get_provider_info import get_provider_info
-from airflow_provider_canvas.testing.local_airflow import COMPONENTS, LocalAirflow
+from airflow_provider_canvas.testing.local_airflow import COMPONENTS, NO_METADATA_DB, LocalAirflow
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -90,6 +90,31 @@ DEPLOYMENT_SPECIFIC = {
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "test speed",
     "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "test speed",
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "test speed",
+}
+
+# --- how each setting the Celery topology adds (LocalAirflow(executor="CeleryExecutor")) must appear ------
+# The harness sets these for every component and worker; tests/e2e/test_celery_topology.py runs them.
+CELERY_SAME_VALUE = {"AIRFLOW__CORE__EXECUTOR"}
+CELERY_CHECKED_SEPARATELY = {
+    "AIRFLOW__CELERY__BROKER_URL": "Redis at the redis service, as the local Redis here",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql:// on the metadata database, in both",
+}
+CELERY_DEPLOYMENT_SPECIFIC = {
+    # Test runs on one machine share one Redis; the compose stack has a Redis of its own.
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": "a test instance's keys in a shared Redis",
+    "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "a queue per test instance; the default queue in the stack",
+}
+# What each worker sets on top, to be a host of its own on a machine it shares with the other worker.
+WORKER_CHECKED_SEPARATELY = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "none locally (proves workers need none); the official "
+    "file's one environment for all services here",
+    "AIRFLOW__CANVAS_PROVIDER__STATE_DIR": "its own per worker locally; per container here (a volume)",
+    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": "one folder the api-server reads, as the airflow-logs volume here",
+}
+WORKER_DEPLOYMENT_SPECIFIC = {
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "workers share a machine locally; each container has a host name",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "sized for a test machine; Airflow's default (16) here",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "a free port per worker locally; 8793 in each container",
 }
 
 
@@ -339,6 +364,93 @@ def test_settings_match_the_local_stack(interpolated: dict[str, Any], local_env:
     assert common["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     assert urlsplit(common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
     assert "postgres" in interpolated["services"] and "redis" in interpolated["services"]
+
+
+@pytest.fixture(scope="module")
+def celery_airflow(tmp_path_factory: pytest.TempPathFactory) -> LocalAirflow:
+    """The CeleryExecutor topology of the e2e test, built but not started (the database need not exist)."""
+    home = tmp_path_factory.mktemp("local-celery")
+    airflow = LocalAirflow(
+        home / "home",
+        home / "dags",
+        database_url="postgresql+psycopg2://postgres@127.0.0.1:5432/airflow_e2e_unit",
+        executor="CeleryExecutor",
+        celery_workers=2,
+    )
+    airflow.http.close()
+    return airflow
+
+
+def test_every_celery_setting_is_accounted_for(
+    celery_airflow: LocalAirflow, local_env: dict[str, str]
+) -> None:
+    # New settings, and the one whose value changes (both stacks' other settings are compared above).
+    added = {k for k in celery_airflow.env if k.startswith("AIRFLOW__") and k not in local_env}
+    changed = {k for k in local_env if celery_airflow.env[k] != local_env[k]} & CELERY_SAME_VALUE
+    celery = [CELERY_SAME_VALUE, set(CELERY_CHECKED_SEPARATELY), set(CELERY_DEPLOYMENT_SPECIFIC)]
+    assert added | changed == set().union(*celery), "classify each setting the Celery topology adds"
+    assert len(celery_airflow.workers) == 2
+    worker_settings = set(WORKER_CHECKED_SEPARATELY) | set(WORKER_DEPLOYMENT_SPECIFIC)
+    for worker in celery_airflow.workers.values():
+        own = {
+            k for k, v in worker.env.items() if k.startswith("AIRFLOW__") and celery_airflow.env.get(k) != v
+        }
+        assert own == worker_settings, worker.hostname
+
+
+def test_celery_settings_match_the_local_celery_topology(
+    interpolated: dict[str, Any], celery_airflow: LocalAirflow
+) -> None:
+    common = interpolated["x-airflow-common"]["environment"]
+    local = celery_airflow.env
+    for key in CELERY_SAME_VALUE:
+        assert common[key] == local[key], key
+    # Broker: Redis, on its service here and the local one there (a prefix, not a database, per instance).
+    broker, local_broker = (
+        urlsplit(common["AIRFLOW__CELERY__BROKER_URL"]),
+        urlsplit(local["AIRFLOW__CELERY__BROKER_URL"]),
+    )
+    assert (broker.scheme, broker.hostname, broker.port) == ("redis", "redis", 6379)
+    assert (local_broker.scheme, local_broker.port) == (broker.scheme, broker.port)
+    assert "redis" in interpolated["services"]
+    # Result backend: Celery's database backend on the metadata database itself, in both.
+    for env in (common, local):
+        backend = urlsplit(env["AIRFLOW__CELERY__RESULT_BACKEND"])
+        metadata = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        assert backend.scheme == "db+postgresql", env["AIRFLOW__CELERY__RESULT_BACKEND"]
+        assert (backend.hostname, backend.port, backend.path) == (
+            metadata.hostname,
+            metadata.port,
+            metadata.path,
+        )
+
+
+def test_worker_runs_as_the_local_workers_do(
+    interpolated: dict[str, Any], celery_airflow: LocalAirflow
+) -> None:
+    worker_service = interpolated["services"]["airflow-worker"]
+    common = interpolated["x-airflow-common"]["environment"]
+    for name, worker in celery_airflow.workers.items():
+        command, env, cwd = celery_airflow.launch(name)
+        # `airflow celery worker`; only the host name is added, since both workers share a machine.
+        assert tuple(command[1:]) == (*command_of(worker_service), "--celery-hostname", worker.hostname)
+        assert cwd == worker.home == Path(env["AIRFLOW_HOME"]) != celery_airflow.home
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == NO_METADATA_DB
+        # What a worker needs besides the broker: the Execution API, the same secrets and executor.
+        for key in ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", *SHARED_SECRETS, "AIRFLOW__CORE__EXECUTOR"):
+            assert env[key] == celery_airflow.env[key], key
+            assert worker_service["environment"][key] == common[key], key
+        # Its own state_dir locally; the compose worker's is on the canvas-state volume.
+        assert Path(env["AIRFLOW__CANVAS_PROVIDER__STATE_DIR"]).is_relative_to(worker.home)
+        assert Path(env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]) == celery_airflow.home / "logs"
+    homes = [w.home for w in celery_airflow.workers.values()]
+    assert len(set(homes)) == len(homes)
+    assert mount_source(worker_service, common["AIRFLOW__CANVAS_PROVIDER__STATE_DIR"]) == "canvas-state"
+    # Task logs: one place the api-server reads, in both (the logs volume here).
+    logs = airflow_default("logging", "base_log_folder").replace("{AIRFLOW_HOME}", "/opt/airflow")
+    assert mount_source(worker_service, logs) == mount_source(interpolated["services"][API_SERVICE], logs)
+    # Ready means an answer to a ping through the broker, by node name, in both.
+    assert 'inspect ping -d "celery@${HOSTNAME}"' in " ".join(worker_service["healthcheck"]["test"])
 
 
 def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
