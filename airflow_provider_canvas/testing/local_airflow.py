@@ -53,9 +53,9 @@ with get_application_builder() as appbuilder:
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # Read by hostname_from_env, each Celery worker's [core] hostname_callable.
 HOSTNAME_ENV = "LOCAL_AIRFLOW_HOSTNAME"
-# A metadata database no one listens at: a worker that touched the ORM would fail at once.
 # The `redis` connection a Celery instance adds: the broker's Redis, for lock_conn_id (a Redis token lock).
 REDIS_LOCK_CONN_ID = "token_lock_redis"
+# A metadata database no one listens at: a worker that touched the ORM would fail at once.
 NO_METADATA_DB = "postgresql+psycopg2://no-metadata-db@127.0.0.1:9/workers_have_none"
 
 
@@ -164,6 +164,8 @@ class LocalAirflow:
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         }
         self.workers: dict[str, CeleryWorker] = {}  # by component name, "celery-worker-<hostname>"
+        self.redis_url = redis_url  # the Celery broker
+        self.celery_queue: str | None = None
         if executor == "CeleryExecutor":
             self._configure_celery(database_url, redis_url, celery_workers, worker_concurrency)
         elif executor != "LocalExecutor":
@@ -179,7 +181,8 @@ class LocalAirflow:
 
         if not database_url or not make_url(database_url).drivername.startswith("postgresql"):
             raise ValueError("the CeleryExecutor needs database_url on PostgreSQL (its result backend too)")
-        self.redis_url = redis_url
+        if not 1 <= workers <= 8:
+            raise ValueError(f"celery_workers must be 1 to 8, not {workers}")
         tag = uuid.uuid4().hex[:8]
         self.celery_queue = f"local-airflow-{tag}"
         # Celery's database result backend takes a plain SQLAlchemy URL behind "db+".
@@ -242,12 +245,13 @@ class LocalAirflow:
                 self.http.headers["Authorization"] = f"Bearer {self.login('admin', self.admin_password)}"
             self._wait_workers_ready(tuple(self.workers), deadline)
             if self.workers:
+                broker = urlsplit(self.redis_url)
                 self.add_connection(
                     REDIS_LOCK_CONN_ID,
                     "redis",
-                    host=urlsplit(self.redis_url).hostname,
-                    port=urlsplit(self.redis_url).port or 6379,
-                    extra={"db": int(urlsplit(self.redis_url).path.strip("/") or 0)},
+                    host=broker.hostname,
+                    port=broker.port or 6379,
+                    extra={"db": int(broker.path.strip("/") or 0)},
                 )
         except BaseException:
             if admin is not None and admin.poll() is None:
