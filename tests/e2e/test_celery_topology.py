@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pendulum
+import psutil
 import pytest
 import requests
 from redis_server import RedisServer
@@ -46,7 +47,7 @@ def celery_airflow(
             parallelism=8,
             redis_url=f"redis://{redis_server.host}:{redis_server.port}/0",
         )
-        stack.callback(_stop, airflow)
+        stack.callback(airflow.stop)  # the test stops it; this is for failures
         started = time.monotonic()
         airflow.start()
         print(
@@ -54,12 +55,6 @@ def celery_airflow(
             f"{time.monotonic() - started:.1f}s"
         )
         yield airflow
-
-
-def _stop(airflow: LocalAirflow) -> None:
-    started = time.monotonic()
-    airflow.stop()
-    print(f"\n[celery] stopped (workers included) in {time.monotonic() - started:.1f}s")
 
 
 @pytest.fixture
@@ -75,7 +70,7 @@ def _state_files(state_dir: Path) -> list[str]:
 
 
 def test_two_celery_workers_refresh_once_under_a_redis_lock(
-    celery_airflow: LocalAirflow, emulator: LmsEmulator
+    celery_airflow: LocalAirflow, emulator: LmsEmulator, redis_server: RedisServer
 ) -> None:
     airflow = celery_airflow
     workers = {worker.hostname: worker for worker in airflow.workers.values()}
@@ -105,10 +100,11 @@ def test_two_celery_workers_refresh_once_under_a_redis_lock(
     run_id = airflow.trigger(DAG_ID, {"conn_id": conn_id, "platform": "brightspace", "separate_hosts": False})
     state = airflow.wait_for_run(DAG_ID, run_id, timeout=120)
     run_seconds = time.monotonic() - started
-    instances = airflow.task_instances(DAG_ID, run_id)
+    instances = sorted(airflow.task_instances(DAG_ID, run_id), key=lambda ti: ti["map_index"])
     assert state == "success", [(ti["map_index"], ti["state"], ti["hostname"]) for ti in instances]
     assert [ti["try_number"] for ti in instances] == [1] * 8  # no task needed a retry
     results = [airflow.xcom(DAG_ID, run_id, "call_api", map_index=index) for index in range(8)]
+    assert [ti["map_index"] for ti in instances] == [result["index"] for result in results] == list(range(8))
 
     per_host = Counter(ti["hostname"] for ti in instances)
     refreshed_on = [ti["hostname"] for ti, r in zip(instances, results, strict=True) if r["refreshes"]]
@@ -153,3 +149,20 @@ def test_two_celery_workers_refresh_once_under_a_redis_lock(
         expected = ["rescue"] if hostname == refresher else []
         assert _state_files(worker.state_dir) == expected, hostname
     assert not (airflow.home / "canvas_provider").exists()
+
+    # The workers' task logs reach the api-server; they hold no secret.
+    logs = "".join(airflow.task_log(DAG_ID, run_id, "call_api", map_index=i) for i in range(8))
+    assert "refreshed the access token" in logs
+    for secret in (CLIENT_SECRET, issued.refresh_token, saved["refresh_token"], saved["access_token"]):
+        assert secret not in logs
+
+    # stop() ends the workers with the rest and leaves nothing of this instance in the shared Redis.
+    worker_pids = [airflow.processes[name].pid for name in airflow.workers]
+    prefix = airflow.env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"]
+    with redis_server.client() as client:
+        assert list(client.scan_iter(match=f"{prefix}*"))  # kombu's queue and bindings, while running
+        started = time.monotonic()
+        airflow.stop()
+        print(f"[celery] stopped (workers included) in {time.monotonic() - started:.1f}s")
+        assert not [pid for pid in worker_pids if psutil.pid_exists(pid)]
+        assert list(client.scan_iter(match=f"{prefix}*")) == []
