@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -43,20 +43,24 @@ def test_an_ephemeral_worker_whose_save_fails_loses_nothing(local_airflow: Local
     variable = f"canvas_provider_tokens__{conn_id}"
     local_airflow.wait_for_dag(DAG_ID)
 
-    # Run 1 refreshes, writes the central copy, then stalls before the save: the api-server goes
-    # down meanwhile, so the connection cannot be written. The task's state dir is deleted at its end.
-    first = local_airflow.trigger(DAG_ID, {"conn_id": conn_id, "stall": "durable_copy:8"})
+    # Run 1 refreshes, writes the central copy, then stalls before the save while the api-server goes
+    # down. Its task supervisor waits out the outage for the Execution API, so to make sure the save
+    # fails, this task's REST write-back also points where nothing listens. Its state dir is deleted
+    # at its end.
+    conf = {"conn_id": conn_id, "stall": "durable_copy:8", "api_url": f"http://127.0.0.1:{free_port()}"}
+    first = local_airflow.trigger(DAG_ID, conf)
     _wait_until(lambda: local_airflow.get_variable(variable), 240, "the central copy")
     local_airflow.kill("api-server")
     # Down for longer than the stall plus the three save attempts (about 4 s): the save fails.
     time.sleep(25)
     local_airflow.restart("api-server")
-    local_airflow.wait_for_run(DAG_ID, first, timeout=240)
+    assert local_airflow.wait_for_run(DAG_ID, first, timeout=240) == "success"  # the task went on
+    assert "nothing is lost and this task goes on" in local_airflow.task_log(DAG_ID, first, "call_api")
     assert emulator.refresh_count("brightspace") == 1
     assert local_airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"] == issued.refresh_token
 
     # Run 2, a fresh worker with an empty disk: the tokens come from the central copy, no refresh.
-    second = local_airflow.trigger(DAG_ID, {"conn_id": conn_id, "stall": ""})
+    second = local_airflow.trigger(DAG_ID, {"conn_id": conn_id, "stall": "", "api_url": ""})
     assert local_airflow.wait_for_run(DAG_ID, second, timeout=240) == "success"
     assert local_airflow.xcom(DAG_ID, second, "call_api")["refreshes"] == 0
     assert emulator.refresh_count("brightspace") == 1

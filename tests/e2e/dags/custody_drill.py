@@ -15,7 +15,7 @@ from airflow.sdk import dag, task
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"conn_id": "brightspace_custody", "stall": ""},
+    params={"conn_id": "brightspace_custody", "stall": "", "api_url": ""},
 )
 def custody_drill() -> None:
     @task
@@ -27,6 +27,8 @@ def custody_drill() -> None:
         os.environ["AIRFLOW__CANVAS_PROVIDER__STATE_DIR"] = state_dir
         if params["stall"]:  # e.g. "durable_copy:20": hold the refresh there, so the test can act
             os.environ["CANVAS_PROVIDER_DRILL_STALL"] = params["stall"]
+        if params["api_url"]:  # where this task sends its connection write-back
+            os.environ["AIRFLOW__CANVAS_PROVIDER__AIRFLOW_API_URL"] = params["api_url"]
         try:
             hook = BrightspaceHook(params["conn_id"], max_retries=2)
             hook.whoami()
