@@ -1,19 +1,26 @@
-"""The errors this provider raises. None of them ever carries a token or a secret."""
+"""Every error this provider raises, under :class:`LmsError`. None ever carries a token or a secret.
+
+:class:`LmsConfigurationError` and :class:`LmsAuthError` are also Airflow's
+``AirflowFailException``: a person must fix the connection, the arguments or the authorization,
+so Airflow fails the task at once instead of spending its retries on the same answer.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from airflow.sdk.exceptions import AirflowFailException
 
 
 class LmsError(Exception):
     """Base class of every error raised by this provider."""
 
 
-class LmsConfigurationError(LmsError, ValueError):
+class LmsConfigurationError(LmsError, ValueError, AirflowFailException):
     """The connection or the operator arguments are wrong; the message says what to fix."""
 
 
-class LmsAuthError(LmsError):
+class LmsAuthError(LmsError, AirflowFailException):
     """The token endpoint refused the refresh token or the client; a person must act."""
 
     def __init__(self, message: str, *, error: str | None = None, status: int | None = None) -> None:
@@ -65,3 +72,37 @@ class TokenSaveError(LmsError):
     def __init__(self, message: str, *, rescue_path: Path) -> None:
         super().__init__(message)
         self.rescue_path = rescue_path
+
+
+class MetadataWriteError(LmsError):
+    """A connection or variable could not be written. The message never holds the value.
+
+    ``retryable`` is False when trying again cannot help (refused credentials, missing connection).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AuthorizeError(LmsError):
+    """``canvas-oauth authorize`` did not complete; the message says what to fix."""
+
+
+class BdsDownloadError(LmsError):
+    """A download did not complete after every attempt, or its size is not the announced one.
+
+    Nothing is left under the destination name when this is raised.
+    """
+
+
+class ExportJobError(LmsError):
+    """An Advanced Data Sets export job failed, was deleted, expired, or did not finish in time."""
+
+
+class ExtractFormatError(LmsError, ValueError):
+    """The extract is not a ZIP holding one well-formed CSV (corrupt, truncated, unexpected content)."""
+
+
+class DifferentialGapError(LmsError):
+    """Differentials were missed: they are kept 14 days and the last pull is older than that."""

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from airflow_provider_canvas.cli import HOOK_CLASSES
 from airflow_provider_canvas.cli.scopes import brightspace_covers, report_for
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
+from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
 from airflow_provider_canvas.hooks.base import LmsHook
 from airflow_provider_canvas.hooks.brightspace import DEFAULT_SCOPES, DEFAULT_TOKEN_URL, TOKEN_URL_KEY
 from airflow_provider_canvas.hooks.connection_checks import check_base_url, is_loopback, parse_scopes
@@ -33,10 +33,6 @@ from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
 
 DEFAULT_SECRET_ENV = "CANVAS_OAUTH_CLIENT_SECRET"
-
-
-class AuthorizeError(LmsError):
-    """The authorization did not complete; the message says what to fix."""
 
 
 @dataclass

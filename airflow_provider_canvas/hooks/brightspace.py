@@ -17,6 +17,8 @@ import pendulum
 import requests
 
 from airflow_provider_canvas.exceptions import (
+    BdsDownloadError,
+    ExportJobError,
     LmsConfigurationError,
     LmsError,
     LmsNotFoundError,
@@ -51,17 +53,6 @@ DOWNLOAD_CHUNK_BYTES = 2**20
 #: Written data is handed to the disk every this many bytes, so the final fsync does not wait for all of it.
 WRITEBACK_BYTES = 16 * 2**20
 _MiB = 2**20
-
-
-class BdsDownloadError(LmsError):
-    """A download did not complete after every attempt, or its size is not the announced one.
-
-    Nothing is left under the destination name when this is raised.
-    """
-
-
-class ExportJobError(LmsError):
-    """An Advanced Data Sets export job failed, was deleted, expired, or did not finish in time."""
 
 
 class ExportJobStatus(enum.IntEnum):

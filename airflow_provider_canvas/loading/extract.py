@@ -13,17 +13,13 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from airflow_provider_canvas.exceptions import LmsError
+from airflow_provider_canvas.exceptions import ExtractFormatError
 
 log = logging.getLogger(__name__)
 
 #: PostgreSQL truncates longer identifiers silently, which could merge two columns into one.
 MAX_COLUMN_NAME_BYTES = 63
 _STREAM_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError)
-
-
-class ExtractFormatError(LmsError, ValueError):
-    """The extract is not a ZIP holding one well-formed CSV (corrupt, truncated, unexpected content)."""
 
 
 def _unsafe_member_name(name: str) -> bool:

@@ -21,7 +21,12 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import pendulum
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, TokenLockTimeout
+from airflow_provider_canvas.exceptions import (
+    DifferentialGapError,
+    LmsConfigurationError,
+    LmsError,
+    TokenLockTimeout,
+)
 from airflow_provider_canvas.files import write_atomically
 
 if TYPE_CHECKING:
@@ -37,10 +42,6 @@ _COPY_CHUNK = 2**20
 #: ``newer``: also whenever a full newer than the last one pulled is published (the weekly full).
 FullPolicy = Literal["first_run", "newer"]
 FULL_POLICIES = ("first_run", "newer")
-
-
-class DifferentialGapError(LmsError):
-    """Differentials were missed: they are kept 14 days and the last pull is older than that."""
 
 
 def slug(data_set: str) -> str:

@@ -15,21 +15,12 @@ from typing import Any
 import requests
 from airflow.configuration import conf
 
+from airflow_provider_canvas.exceptions import MetadataWriteError
+
 log = logging.getLogger(__name__)
 
 _SECTION = "canvas_provider"
 _REST_TIMEOUT = (5, 30)
-
-
-class MetadataWriteError(Exception):
-    """A connection or variable could not be written. The message never holds the value.
-
-    ``retryable`` is False when trying again cannot help (refused credentials, missing connection).
-    """
-
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def in_task() -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pendulum
 
+from airflow_provider_canvas.exceptions import MetadataWriteError
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet, complete_extra
 
@@ -160,7 +161,7 @@ class TokenStore:
         metadata.write_connection_extra(self.conn_id, connection.conn_type, extra)
         stored = TokenSet.from_extra(self.load_connection().extra_dejson, self.platform)
         if stored.refresh_token != tokens.refresh_token:
-            raise metadata.MetadataWriteError(
+            raise MetadataWriteError(
                 f"after the write, {self.location} still returns other tokens: something else "
                 "defines this connection"
             )

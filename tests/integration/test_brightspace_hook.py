@@ -10,13 +10,8 @@ from datetime import timedelta
 import pytest
 from lms_fixtures import stored_extra
 
-from airflow_provider_canvas.exceptions import LmsApiError
-from airflow_provider_canvas.hooks.brightspace import (
-    BdsDownloadError,
-    BrightspaceHook,
-    ExportJobError,
-    ExportJobStatus,
-)
+from airflow_provider_canvas.exceptions import BdsDownloadError, ExportJobError, LmsApiError
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook, ExportJobStatus
 from airflow_provider_canvas.testing.emulator import utcnow
 
 COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]

@@ -13,8 +13,7 @@ import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.loading.extract import ExtractFormatError
+from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
 from airflow_provider_canvas.loading.postgres import LEDGER_TABLE, PostgresExtractLoader, key_columns_for
 from airflow_provider_canvas.testing.brightspace import build_zip, csv_bytes
 from airflow_provider_canvas.tokens.metadata import get_connection

@@ -14,10 +14,14 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
-from airflow_provider_canvas.exceptions import LmsError
-from airflow_provider_canvas.hooks.brightspace import BdsDownloadError, ExportJobError
-from airflow_provider_canvas.loading.extract import ExtractFormatError
-from airflow_provider_canvas.loading.pull_state import DifferentialGapError, PulledExtract
+from airflow_provider_canvas.exceptions import (
+    BdsDownloadError,
+    DifferentialGapError,
+    ExportJobError,
+    ExtractFormatError,
+    LmsError,
+)
+from airflow_provider_canvas.loading.pull_state import PulledExtract
 from airflow_provider_canvas.operators.brightspace import (
     BrightspaceAdvancedDataSetOperator,
     BrightspaceDataSetsPullOperator,

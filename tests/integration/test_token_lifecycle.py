@@ -15,7 +15,12 @@ import pendulum
 import pytest
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, postgres_connection_fields, stored_extra
 
-from airflow_provider_canvas.exceptions import LmsAuthError, LmsPermissionError, TokenSaveError
+from airflow_provider_canvas.exceptions import (
+    LmsAuthError,
+    LmsPermissionError,
+    MetadataWriteError,
+    TokenSaveError,
+)
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, CanvasHook
 from airflow_provider_canvas.tokens import metadata
@@ -268,7 +273,7 @@ def test_a_failed_save_does_not_fail_the_task_and_the_next_hook_writes_the_conne
     conn_id = lms_connection("brightspace", expired=True)
     mocker.patch("airflow_provider_canvas.tokens.lifecycle.time.sleep")
     broken = mocker.patch.object(
-        metadata, "write_connection_extra", side_effect=metadata.MetadataWriteError("API down")
+        metadata, "write_connection_extra", side_effect=MetadataWriteError("API down")
     )
     caplog.set_level(logging.WARNING)
 

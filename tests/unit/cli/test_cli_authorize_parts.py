@@ -14,14 +14,13 @@ from airflow.models import Connection
 
 from airflow_provider_canvas.cli import authorize as cli
 from airflow_provider_canvas.cli.authorize import (
-    AuthorizeError,
     RedirectListener,
     Settings,
     authorization_url,
     code_from_redirect,
     resolve_settings,
 )
-from airflow_provider_canvas.exceptions import LmsConfigurationError
+from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
 from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_PUT_SSO_SETTINGS
 from airflow_provider_canvas.testing.local_airflow import free_port
 

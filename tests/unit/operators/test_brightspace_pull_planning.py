@@ -9,11 +9,10 @@ import pendulum
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
+from airflow_provider_canvas.exceptions import DifferentialGapError, LmsConfigurationError, LmsError
 from airflow_provider_canvas.hooks.brightspace import BdsExtract
 from airflow_provider_canvas.loading.pull_state import (
     DataSetFolder,
-    DifferentialGapError,
     PulledExtract,
     plan_load,
     plan_pull,

@@ -1,0 +1,51 @@
+"""Every error of the provider is an LmsError; the ones a retry cannot fix fail the task at once."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_canvas import exceptions
+
+
+def _error_classes() -> list[type[BaseException]]:
+    return [
+        value
+        for value in vars(exceptions).values()
+        if inspect.isclass(value)
+        and issubclass(value, BaseException)
+        and value.__module__ == exceptions.__name__
+    ]
+
+
+def test_every_error_of_the_provider_is_an_lms_error() -> None:
+    classes = _error_classes()
+    assert len(classes) >= 15
+    assert all(issubclass(cls, exceptions.LmsError) for cls in classes)
+
+
+@pytest.mark.parametrize("cls", [exceptions.LmsConfigurationError, exceptions.LmsAuthError])
+def test_errors_only_a_person_can_fix_stop_task_retries(cls: type[Exception]) -> None:
+    # Airflow's task runner fails a task without retrying when the error is an AirflowFailException.
+    assert issubclass(cls, AirflowFailException)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        exceptions.LmsUnavailableError,
+        exceptions.LmsThrottledError,
+        exceptions.TokenLockTimeout,
+        exceptions.TokenSaveError,
+        exceptions.MetadataWriteError,
+        exceptions.BdsDownloadError,
+    ],
+)
+def test_errors_a_later_try_may_not_meet_keep_task_retries(cls: type[Exception]) -> None:
+    assert not issubclass(cls, AirflowFailException)
+
+
+def test_configuration_errors_stay_value_errors() -> None:
+    assert issubclass(exceptions.LmsConfigurationError, ValueError)
