@@ -3,7 +3,8 @@
 from airflow_provider_canvas.testing.ads import AdsDataSet, AdsJob
 from airflow_provider_canvas.testing.brightspace import BdsDataSet, BdsExtract, BrightspaceEmulator
 from airflow_provider_canvas.testing.canvas import Account, CanvasEmulator, SsoWrite
-from airflow_provider_canvas.testing.emulator import ApiRequest, IssuedTokens, LmsEmulator, TokenRequest
+from airflow_provider_canvas.testing.emulator import LmsEmulator
+from airflow_provider_canvas.testing.primitives import ApiRequest, IssuedTokens, TokenRequest
 from airflow_provider_canvas.testing.signed_storage import SignedDownload
 
 __all__ = [

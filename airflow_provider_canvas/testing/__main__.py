@@ -12,13 +12,13 @@ from types import FrameType
 from typing import Any
 
 from airflow_provider_canvas.files import write_atomically
-from airflow_provider_canvas.testing.emulator import (
+from airflow_provider_canvas.testing.emulator import LmsEmulator
+from airflow_provider_canvas.testing.primitives import (
     BRIGHTSPACE,
     BRIGHTSPACE_TOKEN_PATH,
     CANVAS,
     CANVAS_TOKEN_PATH,
     IssuedTokens,
-    LmsEmulator,
 )
 
 log = logging.getLogger("airflow_provider_canvas.testing")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_canvas.testing.emulator import Response
+from airflow_provider_canvas.testing.primitives import Response
 
 
 class ZipSource:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_provider_canvas.testing.ads import (
     ADS_STATUS_COMPLETE,
@@ -33,16 +33,6 @@ from airflow_provider_canvas.testing.bds_files import (
     file_response,
     make_source,
 )
-from airflow_provider_canvas.testing.emulator import (
-    BRIGHTSPACE,
-    IssuedTokens,
-    Request,
-    Response,
-    json_response,
-    redirect_response,
-    text_response,
-    utcnow,
-)
 from airflow_provider_canvas.testing.oauth import (
     AuthCode,
     OAuthClient,
@@ -51,10 +41,18 @@ from airflow_provider_canvas.testing.oauth import (
     Scopes,
     issued_tokens,
 )
+from airflow_provider_canvas.testing.primitives import (
+    BRIGHTSPACE,
+    EmulatorHost,
+    IssuedTokens,
+    Request,
+    Response,
+    json_response,
+    redirect_response,
+    text_response,
+    utcnow,
+)
 from airflow_provider_canvas.testing.signed_storage import SignedDownload, SignedStorage
-
-if TYPE_CHECKING:
-    from airflow_provider_canvas.testing.emulator import LmsEmulator
 
 # The ZIP, ADS and signed-download names stay importable from here, where they used to live.
 __all__ = [
@@ -207,7 +205,7 @@ OAUTH_RULES = OAuthRules(
 class BrightspaceEmulator(OAuthServer):
     """Brightspace state and request handling; reach it as `LmsEmulator().brightspace`."""
 
-    def __init__(self, emulator: LmsEmulator) -> None:
+    def __init__(self, emulator: EmulatorHost) -> None:
         super().__init__(emulator, OAUTH_RULES, auth_user_id=169)
         self._families: list[_Family] = []
         self._refresh: dict[str, _RefreshToken] = {}
@@ -225,7 +223,7 @@ class BrightspaceEmulator(OAuthServer):
         # S3-style storage refuses a presigned URL that also carries an Authorization header.
         self.reject_signed_with_authorization = True
         self._extract_seq = 0
-        self._storage = SignedStorage(self._lock)
+        self._storage: SignedStorage[BdsExtract] = SignedStorage(self._lock)
         self._truncate_next: int | None = None
         self.ads_data_sets: dict[str, AdsDataSet] = {}
         self.ads_jobs: dict[str, AdsJob] = {}

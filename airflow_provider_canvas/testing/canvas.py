@@ -15,18 +15,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from airflow_provider_canvas.testing.emulator import (
-    CANVAS,
-    IssuedTokens,
-    Request,
-    Response,
-    json_response,
-    text_response,
-    utcnow,
-)
 from airflow_provider_canvas.testing.oauth import (
     AuthCode,
     OAuthClient,
@@ -35,9 +26,16 @@ from airflow_provider_canvas.testing.oauth import (
     Scopes,
     issued_tokens,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_canvas.testing.emulator import LmsEmulator
+from airflow_provider_canvas.testing.primitives import (
+    CANVAS,
+    EmulatorHost,
+    IssuedTokens,
+    Request,
+    Response,
+    json_response,
+    text_response,
+    utcnow,
+)
 
 REALM = {"WWW-Authenticate": 'Bearer realm="canvas-lms"'}
 NOT_FOUND = {"errors": [{"message": "The specified resource does not exist."}]}
@@ -152,7 +150,7 @@ class _Route:
 class CanvasEmulator(OAuthServer):
     """Canvas state and request handling; reach it as `LmsEmulator().canvas`."""
 
-    def __init__(self, emulator: LmsEmulator) -> None:
+    def __init__(self, emulator: EmulatorHost) -> None:
         super().__init__(emulator, OAUTH_RULES, auth_user_id=1)
         self._grants: list[_Grant] = []
         self._by_refresh: dict[str, _Grant] = {}

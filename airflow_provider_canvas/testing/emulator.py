@@ -1,316 +1,37 @@
-"""Local HTTP emulator of Canvas and Brightspace: server, routing, fault injection, shared lock, records."""
+"""Local HTTP emulator of Canvas and Brightspace: both platforms on one server, fault injection, records."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
 import logging
-import socket
-import socketserver
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_canvas.testing.brightspace import BrightspaceEmulator
+from airflow_provider_canvas.testing.canvas import CanvasEmulator
+from airflow_provider_canvas.testing.primitives import (
+    BRIGHTSPACE,
+    BRIGHTSPACE_TOKEN_PATH,
+    CANVAS,
+    CANVAS_TOKEN_PATH,
+    PLATFORMS,
+    ApiRequest,
+    IssuedTokens,
+    Request,
+    Response,
+    TokenRequest,
+    json_response,
+    text_response,
+    utcnow,
+)
+from airflow_provider_canvas.testing.server import EmulatorServer, reason_phrase
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from airflow_provider_canvas.testing.brightspace import BrightspaceEmulator
-    from airflow_provider_canvas.testing.canvas import CanvasEmulator
-
 log = logging.getLogger("airflow_provider_canvas.testing")
-
-CANVAS = "canvas"
-BRIGHTSPACE = "brightspace"
-PLATFORMS = (CANVAS, BRIGHTSPACE)
-CANVAS_TOKEN_PATH = "/login/oauth2/token"
-BRIGHTSPACE_TOKEN_PATH = "/core/connect/token"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class IssuedTokens:
-    """Tokens handed out as if a person had completed the authorization-code consent."""
-
-    # repr=False: a failing assertion must not print live credentials into CI logs.
-    access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
-    expires_at: datetime
-    expires_in: int
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    """One call to a token endpoint, as the emulator answered it (never holds token values)."""
-
-    platform: str
-    grant_type: str | None
-    client_id: str | None
-    status: int
-    error: str | None
-    # "live" | "consumed" | "revoked" | "unknown" for refresh_token grants, None otherwise.
-    refresh_token_state: str | None
-    at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "platform": self.platform,
-            "grant_type": self.grant_type,
-            "client_id": self.client_id,
-            "status": self.status,
-            "error": self.error,
-            "refresh_token_state": self.refresh_token_state,
-            "at": self.at.isoformat(),
-        }
-
-
-class ApiRequest(NamedTuple):
-    """One API (non-token) call; a tuple so callers can unpack it."""
-
-    platform: str
-    method: str
-    path: str
-    status: int
-    had_authorization: bool
-
-
-@dataclass
-class Request:
-    """The parts of an HTTP request the platform handlers need."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    role: str  # "api" (main listener) or "signed" (the download host)
-    _form: dict[str, list[str]] | None = field(default=None, repr=False)
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else default
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def form(self) -> dict[str, list[str]]:
-        if self._form is None:
-            ctype = self.header("content-type") or ""
-            self._form = {}
-            if self.body and "application/x-www-form-urlencoded" in ctype:
-                # keep_blank_values: Canvas treats an empty value as "unset", so it must survive parsing.
-                self._form = parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
-            elif self.body and "json" in ctype and isinstance(body := self.json(), dict):
-                # Rails (Canvas) takes the same parameters as a flat JSON object.
-                self._form = {k: [str(v)] for k, v in body.items() if isinstance(v, (str, int, float))}
-        return self._form
-
-    def param(self, name: str) -> str | None:
-        """A form field, falling back to the query string (Canvas merges both)."""
-        values = self.form.get(name) or self.query.get(name)
-        return values[0] if values else None
-
-    def json(self) -> Any:
-        if not self.body:
-            return None
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-    def bearer(self) -> str | None:
-        auth = self.header("authorization") or ""
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return None
-
-    def basic_auth(self) -> tuple[str, str] | None:
-        auth = self.header("authorization") or ""
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        # RFC 6749 2.3.1: client credentials are form-urlencoded before Basic encoding.
-        return unquote(user.replace("+", " ")), unquote(password.replace("+", " "))
-
-    def client_credentials(self) -> tuple[str | None, str | None]:
-        basic = self.basic_auth()
-        if basic is not None:
-            return basic
-        return self.param("client_id"), self.param("client_secret")
-
-
-@dataclass
-class Response:
-    """A response body is either `body` or `stream` (then `length` is its exact size)."""
-
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    stream: Iterable[bytes] | None = None
-    length: int | None = None
-    # Fault injection: close the connection after this many body bytes while Content-Length promised more.
-    truncate_after: int | None = None
-
-
-def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    merged = {"Content-Type": "application/json; charset=utf-8"}
-    merged.update(headers or {})
-    return Response(status, json.dumps(payload).encode("utf-8"), merged)
-
-
-def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
-    merged = {"Content-Type": "text/plain; charset=utf-8"}
-    merged.update(headers or {})
-    return Response(status, text.encode("utf-8"), merged)
-
-
-def redirect_response(location: str) -> Response:
-    return Response(302, b"", {"Location": location})
-
-
-def redact_path(path: str) -> str:
-    """The path as it may be logged: no query string, no signed-URL token."""
-    if path.startswith("/signed/"):
-        return "/signed/<redacted>"
-    return path
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Keep-alive handler threads may sit idle; stop() must not wait for them.
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], emulator: LmsEmulator, role: str) -> None:
-        self.emulator = emulator
-        self.role = role
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_open_connections(self) -> None:
-        """Drop idle keep-alive connections so clients see a stopped server as gone."""
-        with self._open_lock:
-            open_sockets = list(self._open)
-        for sock in open_sockets:
-            with contextlib.suppress(OSError):  # already closed by its handler
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can hang offline.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so paging through 10k accounts is fast
-    # Headers and body go out in separate writes; without TCP_NODELAY each response waits ~40 ms.
-    disable_nagle_algorithm = True
-    timeout = 60
-    server: _Server
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The stdlib line includes the query string (codes, states); the emulator logs its own line.
-        return
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        split = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=unquote(split.path),
-            query=parse_qs(split.query, keep_blank_values=True),
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
-            role=self.server.role,
-        )
-        emulator = self.server.emulator
-        try:
-            response = emulator._handle(request)
-        except Exception:
-            log.exception("emulator error on %s %s", request.method, redact_path(request.path))
-            response = text_response(500, "emulator internal error")
-        # Logged before the body goes out: a client that has the response can rely on the line.
-        log.log(
-            emulator.request_log_level, "%s %s %s", request.method, redact_path(request.path), response.status
-        )
-        self._write(request, response)
-
-    def _write(self, request: Request, response: Response) -> None:
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        length = response.length if response.stream is not None else len(response.body)
-        self.send_header("Content-Length", str(length or 0))
-        self.end_headers()
-        if request.method == "HEAD":
-            return
-        chunks: Iterable[bytes] = response.stream if response.stream is not None else (response.body,)
-        budget = response.truncate_after
-        try:
-            for chunk in chunks:
-                if budget is not None and len(chunk) >= budget:
-                    self.wfile.write(chunk[:budget])
-                    self.wfile.flush()
-                    # Dropping the connection mid-body is what a client sees when a download breaks.
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(chunk)
-                if budget is not None:
-                    budget -= len(chunk)
-        except OSError:  # the client went away or stalled past the timeout
-            self.close_connection = True
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
 
 
 class LmsEmulator:
@@ -339,14 +60,10 @@ class LmsEmulator:
         self._fail_next: dict[str, tuple[int, int]] = {}
         self._fail_until = 0.0
         self._fail_status = 500
-        self._servers: list[_Server] = []
+        self._servers: list[EmulatorServer] = []
         self._threads: list[threading.Thread] = []
         self._url: str | None = None
         self._signed_url: str | None = None
-        # Imported here because both platform modules import the primitives defined above.
-        from airflow_provider_canvas.testing.brightspace import BrightspaceEmulator
-        from airflow_provider_canvas.testing.canvas import CanvasEmulator
-
         self.canvas: CanvasEmulator = CanvasEmulator(self)
         self.brightspace: BrightspaceEmulator = BrightspaceEmulator(self)
 
@@ -354,7 +71,7 @@ class LmsEmulator:
     def start(self) -> LmsEmulator:
         if self._servers:
             raise RuntimeError("emulator already started")
-        main = _Server((self.host, self.port), self, "api")
+        main = EmulatorServer((self.host, self.port), self, "api")
         # Remember the port: a stop()/start() outage drill comes back at the same URL.
         self.port = port = int(main.server_address[1])
         signed = self._bind_signed(port)
@@ -374,16 +91,16 @@ class LmsEmulator:
             self._threads.append(thread)
         return self
 
-    def _bind_signed(self, port: int) -> _Server:
+    def _bind_signed(self, port: int) -> EmulatorServer:
         for address in ((self.signed_host, port), (self.signed_host, 0)):
             try:
-                return _Server(address, self, "signed")
+                return EmulatorServer(address, self, "signed")
             except OSError:
                 continue
         # macOS has no 127.0.0.2 by default: a separate port with the name "localhost" is still another
         # origin for HTTP clients, so they drop the Authorization header on the redirect all the same.
         self.signed_host = "localhost"
-        return _Server(("127.0.0.1", 0), self, "signed")
+        return EmulatorServer(("127.0.0.1", 0), self, "signed")
 
     def stop(self) -> None:
         # shutdown() blocks until the serve loop notices; stop both listeners in parallel.
@@ -559,7 +276,7 @@ class LmsEmulator:
         }
 
     # ----------------------------------------------------------------- routing
-    def _handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response:
         if request.role == "signed":
             return self._fault(None) or self.brightspace.handle_signed(request)
         if request.path.startswith("/_emulator/"):
@@ -598,7 +315,7 @@ class LmsEmulator:
                 self._fail_next[platform] = (count - 1, status)
             else:
                 return None
-        return text_response(status, _reason(status))
+        return text_response(status, reason_phrase(status))
 
     def _take_throttle(self, platform: str) -> tuple[int | None, int] | None:
         with self.lock:
@@ -642,21 +359,6 @@ class LmsEmulator:
         except (KeyError, TypeError, ValueError) as exc:
             return json_response(400, {"error": f"bad admin request: {exc!r}"})
         return json_response(200, {"ok": True})
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def append_query(url: str, params: dict[str, str | None]) -> str:
-    """`url` with `params` (None values dropped) added to its query string, as OAuth redirects do."""
-    extra = urlencode({k: v for k, v in params.items() if v is not None})
-    if not extra:
-        return url
-    return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
 def _platform_of(path: str) -> str | None:

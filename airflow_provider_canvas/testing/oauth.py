@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from airflow_provider_canvas.testing.emulator import (
+from airflow_provider_canvas.testing.primitives import (
+    EmulatorHost,
     IssuedTokens,
     Request,
     Response,
@@ -20,9 +21,6 @@ from airflow_provider_canvas.testing.emulator import (
     json_response,
     redirect_response,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_canvas.testing.emulator import LmsEmulator
 
 CODE_TTL_SECONDS = 600
 
@@ -87,7 +85,7 @@ class OAuthServer:
     run under the lock and answer through `_token_granted` or `_token_error`.
     """
 
-    def __init__(self, emulator: LmsEmulator, rules: OAuthRules, auth_user_id: int) -> None:
+    def __init__(self, emulator: EmulatorHost, rules: OAuthRules, auth_user_id: int) -> None:
         self._emu = emulator
         self._lock = emulator.lock
         self._rules = rules

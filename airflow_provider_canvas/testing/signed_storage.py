@@ -11,12 +11,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
-from airflow_provider_canvas.testing.emulator import Request, Response, utcnow
+from airflow_provider_canvas.testing.primitives import Request, Response, utcnow
 
-if TYPE_CHECKING:
-    from airflow_provider_canvas.testing.brightspace import BdsExtract
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class SignedFile(Protocol):
+    """What the storage records of a file it serves (the emulator's BdsExtract)."""
+
+    @property
+    def data_set(self) -> _Named: ...
+
+    @property
+    def bds_type(self) -> str: ...
+
+
+F = TypeVar("F", bound=SignedFile)
 
 
 @dataclass(frozen=True)
@@ -31,13 +46,13 @@ class SignedDownload:
     at: datetime
 
 
-class SignedStorage:
+class SignedStorage(Generic[F]):
     """Signs download URLs for extracts and answers them, recording every request it gets."""
 
     def __init__(self, lock: threading.RLock) -> None:
         self._lock = lock
         self._signing_key = secrets.token_bytes(32)
-        self._signed: dict[str, BdsExtract] = {}
+        self._signed: dict[str, F] = {}
         self._downloads: list[SignedDownload] = []
 
     @property
@@ -49,7 +64,7 @@ class SignedStorage:
         with self._lock:
             self._downloads.clear()
 
-    def url_for(self, extract: BdsExtract, base_url: str, ttl: int) -> str:
+    def url_for(self, extract: F, base_url: str, ttl: int) -> str:
         token = secrets.token_urlsafe(24)
         expires = str(int(time.time()) + ttl)
         with self._lock:
@@ -64,7 +79,7 @@ class SignedStorage:
         self,
         request: Request,
         reject_with_authorization: bool,
-        serve: Callable[[Request, BdsExtract], Response],
+        serve: Callable[[Request, F], Response],
     ) -> Response:
         """No bearer token expected; `serve` answers a valid URL (Range supported)."""
         had_auth = request.header("authorization") is not None

@@ -13,7 +13,7 @@ import pytest
 from airflow.utils.state import DagRunState
 from lms_fixtures import dsn, postgres_connection_fields
 
-from airflow_provider_canvas.testing.emulator import utcnow
+from airflow_provider_canvas.testing.primitives import utcnow
 
 DAG_FILE = Path(__file__).parents[2] / "dags" / "brightspace_data_sets_pull.py"
 

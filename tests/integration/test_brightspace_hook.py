@@ -12,7 +12,7 @@ from lms_fixtures import stored_extra
 
 from airflow_provider_canvas.exceptions import BdsDownloadError, ExportJobError, LmsApiError
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook, ExportJobStatus
-from airflow_provider_canvas.testing.emulator import utcnow
+from airflow_provider_canvas.testing.primitives import utcnow
 
 COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]
 

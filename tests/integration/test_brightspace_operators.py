@@ -28,7 +28,7 @@ from airflow_provider_canvas.operators.brightspace import (
     BrightspaceDataSetsToPostgresOperator,
     data_set_asset,
 )
-from airflow_provider_canvas.testing.emulator import utcnow
+from airflow_provider_canvas.testing.primitives import utcnow
 from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
 

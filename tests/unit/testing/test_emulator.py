@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.emulator import utcnow
+from airflow_provider_canvas.testing.primitives import utcnow
 
 ACCOUNT_SCOPE = "url:GET|/api/v1/accounts/:id"
 SUB_ACCOUNTS_SCOPE = "url:GET|/api/v1/accounts/:account_id/sub_accounts"
