@@ -14,9 +14,9 @@ import pendulum
 from airflow_provider_canvas.cli import HOOK_CLASSES
 from airflow_provider_canvas.cli.scopes import brightspace_covers, report_for
 from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.base import AccessTokenCheck
 from airflow_provider_canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.hooks.connection_checks import parse_scopes
+from airflow_provider_canvas.hooks.diagnostics import AccessTokenCheck
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.store import TokenStore

@@ -4,29 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import enum
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import pendulum
 import requests
 
 from airflow_provider_canvas.exceptions import (
-    BdsDownloadError,
     ExportJobError,
     LmsConfigurationError,
     LmsError,
     LmsNotFoundError,
 )
-from airflow_provider_canvas.files import fsync_dir, start_writeback
 from airflow_provider_canvas.get_provider_info import extra_defaults
-from airflow_provider_canvas.hooks.base import LmsHook, redact_url
+from airflow_provider_canvas.hooks.base import LmsHook
+from airflow_provider_canvas.hooks.brightspace_models import (
+    BdsDataSet,
+    BdsExtract,
+    parse_time,
+)
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
+from airflow_provider_canvas.hooks.download import DownloadedFile, StreamingDownload
+from airflow_provider_canvas.net import absolute_url, redact_url, same_host
 from airflow_provider_canvas.tokens.model import MASKED, extra_value
 
 DEFAULT_TOKEN_URL: str = extra_defaults("brightspace")["oauth_url"]
@@ -48,84 +48,6 @@ SCOPE_ADS_LIST = "reporting:dataset:list"
 SCOPE_ADS_CREATE = "reporting:job:create"
 SCOPE_ADS_FETCH = "reporting:job:fetch"
 SCOPE_ADS_DOWNLOAD = "reporting:job:download"
-
-DOWNLOAD_CHUNK_BYTES = 2**20
-#: Written data is handed to the disk every this many bytes, so the final fsync does not wait for all of it.
-WRITEBACK_BYTES = 16 * 2**20
-_MiB = 2**20
-
-
-class ExportJobStatus(enum.IntEnum):
-    """``Status`` of an Advanced Data Sets export job."""
-
-    QUEUED = 0
-    PROCESSING = 1
-    COMPLETE = 2
-    ERROR = 3
-    DELETED = 4
-
-
-@dataclass(frozen=True)
-class BdsExtract:
-    """One downloadable extract (ZIP) of a Brightspace Data Set."""
-
-    data_set: str
-    bds_type: str  # "Full" or "Differential"
-    created: pendulum.DateTime
-    download_link: str
-    download_size: int | None
-    version: str | None = None
-    schema_id: str | None = None
-    plugin_id: str | None = None
-
-    @property
-    def is_full(self) -> bool:
-        return self.bds_type == "Full"
-
-    def metadata(self) -> dict[str, Any]:
-        """JSON-safe facts about the extract, fit for logs, XCom and asset events."""
-        return {
-            "data_set": self.data_set,
-            "bds_type": self.bds_type,
-            "created": self.created.to_iso8601_string(),
-            "download_size": self.download_size,
-            "version": self.version,
-            "schema_id": self.schema_id,
-            "plugin_id": self.plugin_id,
-        }
-
-
-@dataclass(frozen=True)
-class BdsDataSet:
-    """A Brightspace Data Set: its Full and Differential plugins."""
-
-    name: str
-    schema_id: str | None
-    full_plugin_id: str | None
-    differential_plugin_id: str | None
-    description: str = ""
-    # The legacy listing carries the extracts inline; the current one links to them.
-    extracts_links: dict[str, str] = field(default_factory=dict, repr=False)
-    extracts: tuple[BdsExtract, ...] = field(default=(), repr=False)
-
-
-@dataclass(frozen=True)
-class DownloadedFile:
-    path: Path
-    size: int
-    attempts: int
-    resumed_from: tuple[int, ...] = ()  # byte offsets where a broken transfer was resumed
-
-
-class _BrokenTransfer(Exception):
-    """The body ended early or the server would not resume: try again."""
-
-
-def _parse_time(value: Any) -> pendulum.DateTime:
-    parsed = pendulum.parse(str(value))
-    if not isinstance(parsed, pendulum.DateTime):
-        raise LmsError(f"expected a date-time from Brightspace, got {value!r}")
-    return parsed.in_timezone("UTC")
 
 
 class BrightspaceHook(LmsHook):
@@ -232,8 +154,8 @@ class BrightspaceHook(LmsHook):
 
     def _api_url(self, url: str) -> str:
         """An absolute URL on this instance; links on another host would receive the bearer token."""
-        absolute = urljoin(self.base_url + "/", url.lstrip("/")) if "://" not in url else url
-        if urlsplit(absolute).netloc != urlsplit(self.base_url).netloc:
+        absolute = absolute_url(self.base_url, url)
+        if not same_host(absolute, self.base_url):
             raise LmsError(
                 f"Brightspace returned a link to another host ({redact_url(absolute)}); not following it"
             )
@@ -317,7 +239,7 @@ class BrightspaceHook(LmsHook):
         return BdsExtract(
             data_set=data_set,
             bds_type=item.get("BdsType") or bds_type or "Full",
-            created=_parse_time(item["CreatedDate"]),
+            created=parse_time(item["CreatedDate"]),
             download_link=item["DownloadLink"],
             download_size=int(size) if size is not None else None,
             version=item.get("Version"),
@@ -372,161 +294,24 @@ class BrightspaceHook(LmsHook):
             extract.download_link,
             destination,
             expected_size=extract.download_size,
+            size_name="Brightspace's DownloadSize",
             scope=SCOPE_BDS_DOWNLOAD,
             **options,
         )
 
-    def download(
-        self,
-        url: str,
-        destination: str | os.PathLike[str],
-        *,
-        expected_size: int | None = None,
-        scope: str | None = None,
-        attempts: int = 5,
-        progress_every_bytes: int = 64 * _MiB,
-    ) -> DownloadedFile:
-        """Stream ``url`` to a file in constant memory, completely or not at all.
-
-        The body goes to a hidden ``.<name>.part`` beside ``destination``, handed to the disk as it
-        arrives (so the closing fsync is short), fsynced, and renamed to ``destination`` only when
-        complete (and, with ``expected_size``, of that exact size). A redirect to storage on another
-        host goes there without the bearer token (requests drops ``Authorization`` on a cross-host
-        redirect); a broken transfer is resumed with a Range request to that storage URL, again
-        without the token, and falls back to a fresh request (a new signed URL) when the storage
-        refuses. After ``attempts`` tries, or on a size mismatch, :class:`BdsDownloadError` is
-        raised and the partial file removed.
-        """
-        destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        part = destination.with_name(f".{destination.name}.part")
-        where = redact_url(self._api_url(url) if "://" not in url else url)
-        written = 0
-        handed_to_disk = 0  # bytes [0, handed_to_disk) are being or have been written out
-        storage_url: str | None = None  # where the API redirected us: resumes go straight there
-        resumed: list[int] = []
-        attempt = 0
-        next_progress = progress_every_bytes
-        try:
-            with open(part, "wb") as out:
-                while True:
-                    attempt += 1
-                    try:
-                        response, storage_url = self._open_download(url, written, storage_url, scope)
-                        with response:
-                            if written and response.status_code != 206:
-                                self.log.warning("%s: the server would not resume; starting over", where)
-                                out.seek(0)
-                                out.truncate()
-                                written = handed_to_disk = 0
-                                next_progress = progress_every_bytes
-                            elif written:
-                                resumed.append(written)
-                            total = self._announced_total(response, written, expected_size, where)
-                            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                                out.write(chunk)
-                                written += len(chunk)
-                                if written - handed_to_disk >= WRITEBACK_BYTES:
-                                    out.flush()
-                                    start_writeback(out.fileno(), handed_to_disk, written - handed_to_disk)
-                                    handed_to_disk = written
-                                if written >= next_progress:
-                                    self._log_progress(where, written, total)
-                                    next_progress += progress_every_bytes
-                        if total is not None and written < total:
-                            raise _BrokenTransfer(f"body ended at byte {written} of {total}")
-                        break
-                    except (requests.RequestException, _BrokenTransfer) as err:
-                        if attempt >= attempts:
-                            raise BdsDownloadError(
-                                f"{where}: download failed after {attempt} attempts at byte {written} "
-                                f"({_describe(err)}); nothing was kept"
-                            ) from None
-                        delay = self._backoff(attempt)
-                        self.log.warning(
-                            "%s: transfer broke at byte %d (%s); resuming in %.1fs (attempt %d of %d)",
-                            where,
-                            written,
-                            type(err).__name__,
-                            delay,
-                            attempt + 1,
-                            attempts,
-                        )
-                        time.sleep(delay)
-                out.flush()
-                os.fsync(out.fileno())
-            if expected_size is not None and written != expected_size:
-                raise BdsDownloadError(
-                    f"{where}: received {written} bytes but Brightspace announced DownloadSize "
-                    f"{expected_size}; nothing was kept"
-                )
-            os.replace(part, destination)
-            fsync_dir(destination.parent)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        self.log.info(
-            "%s: saved %.1f MiB to %s in %d attempt(s)%s",
-            where,
-            written / _MiB,
-            destination,
-            attempt,
-            f", resumed at bytes {resumed}" if resumed else "",
+    def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
+        """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`."""
+        engine = StreamingDownload(
+            base_url=self.base_url,
+            authorised_get=lambda url, headers, scope: self.request(
+                "GET", url, scope=scope, stream=True, headers=headers
+            ),
+            session=self.session,
+            timeout=self.timeout,
+            backoff=self._backoff,
+            log=self.log,
         )
-        return DownloadedFile(destination, written, attempt, tuple(resumed))
-
-    def _open_download(
-        self, url: str, offset: int, storage_url: str | None, scope: str | None
-    ) -> tuple[requests.Response, str | None]:
-        """A streaming response for ``url`` from byte ``offset``, and the storage URL it came from."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        if offset and storage_url:
-            # A plain request (no bearer) to the signed URL: the token never leaves the API host.
-            response = self.session.get(storage_url, headers=headers, stream=True, timeout=self.timeout)
-            if response.status_code in (200, 206):
-                return response, storage_url
-            response.close()
-            if response.status_code >= 500:
-                raise _BrokenTransfer(f"storage answered HTTP {response.status_code} to the resume")
-            self.log.info(
-                "Signed download URL refused the resume (HTTP %d); asking for a new one", response.status_code
-            )
-        absolute = urljoin(self.base_url + "/", url.lstrip("/")) if "://" not in url else url
-        if urlsplit(absolute).netloc != urlsplit(self.base_url).netloc:
-            # Already a pre-signed URL on another host: it must not receive the token.
-            response = self.session.get(absolute, headers=headers, stream=True, timeout=self.timeout)
-            if response.status_code >= 400:
-                response.close()
-                raise BdsDownloadError(f"{redact_url(absolute)}: HTTP {response.status_code}")
-            return response, absolute
-        response = self.request("GET", absolute, scope=scope, stream=True, headers=headers)
-        final = response.url
-        redirected = bool(response.history) and urlsplit(final).netloc != urlsplit(self.base_url).netloc
-        return response, (final if redirected else None)
-
-    def _announced_total(
-        self, response: requests.Response, offset: int, expected_size: int | None, where: str
-    ) -> int | None:
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
-        if response.status_code == 206:
-            content_range = response.headers.get("Content-Range", "")
-            if not content_range.startswith(f"bytes {offset}-"):
-                raise _BrokenTransfer(f"resume asked for byte {offset}, got {content_range!r}")
-        if expected_size is not None and total is not None and total != expected_size:
-            raise BdsDownloadError(
-                f"{where}: the server sends {total} bytes but Brightspace announced DownloadSize "
-                f"{expected_size}; nothing was kept"
-            )
-        return total if total is not None else expected_size
-
-    def _log_progress(self, where: str, written: int, total: int | None) -> None:
-        if total:
-            self.log.info(
-                "%s: %.0f of %.0f MiB (%.0f%%)", where, written / _MiB, total / _MiB, 100 * written / total
-            )
-        else:
-            self.log.info("%s: %.0f MiB", where, written / _MiB)
+        return engine.fetch(url, destination, **options)
 
     # Advanced Data Sets -------------------------------------------------------------------------
 
@@ -589,8 +374,3 @@ class BrightspaceHook(LmsHook):
                 f"export job {job_id} cannot be downloaded: it is unknown, not complete, expired or deleted "
                 f"({err}). Create a new export job."
             ) from None
-
-
-def _describe(err: BaseException) -> str:
-    # requests' messages quote the URL, query string (signature) included: name the error only.
-    return f"{type(err).__name__}: {err}" if isinstance(err, _BrokenTransfer) else type(err).__name__

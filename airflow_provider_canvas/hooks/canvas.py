@@ -9,7 +9,8 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from airflow_provider_canvas.exceptions import LmsApiError, LmsConfigurationError
-from airflow_provider_canvas.hooks.base import LmsHook, redact_url
+from airflow_provider_canvas.hooks.base import LmsHook
+from airflow_provider_canvas.net import redact_url
 
 #: Developer-key scopes of the calls this hook makes, in Canvas's ``url:VERB|/path`` form.
 SCOPE_GET_ACCOUNT = "url:GET|/api/v1/accounts/:id"

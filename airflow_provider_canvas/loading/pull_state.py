@@ -32,7 +32,7 @@ from airflow_provider_canvas.files import write_atomically
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_canvas.hooks.brightspace import BdsExtract
+    from airflow_provider_canvas.hooks.brightspace_models import BdsExtract
 
 MANIFEST_NAME = "manifest.json"
 RETENTION = timedelta(days=14)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
+from airflow_provider_canvas.exceptions import ExportJobError, LmsConfigurationError, LmsError
 from airflow_provider_canvas.hooks.brightspace import (
     SCOPE_ADS_CREATE,
     SCOPE_ADS_DOWNLOAD,
@@ -25,12 +25,9 @@ from airflow_provider_canvas.hooks.brightspace import (
     SCOPE_BDS_DOWNLOAD,
     SCOPE_BDS_LIST,
     SCOPE_BDS_LIST_LEGACY,
-    BdsDataSet,
-    BdsExtract,
     BrightspaceHook,
-    ExportJobError,
-    ExportJobStatus,
 )
+from airflow_provider_canvas.hooks.brightspace_models import BdsDataSet, BdsExtract, ExportJobStatus
 from airflow_provider_canvas.loading.postgres import DeletedRows, key_columns_for
 from airflow_provider_canvas.loading.pull_state import (
     RETENTION,

@@ -10,7 +10,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook, ExportJobStatus
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.hooks.brightspace_models import ExportJobStatus
 
 
 class BrightspaceExportJobTrigger(BaseTrigger):

@@ -11,7 +11,8 @@ import pytest
 from lms_fixtures import stored_extra
 
 from airflow_provider_canvas.exceptions import BdsDownloadError, ExportJobError, LmsApiError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook, ExportJobStatus
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.hooks.brightspace_models import ExportJobStatus
 from airflow_provider_canvas.testing.primitives import utcnow
 
 COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]
@@ -212,3 +213,20 @@ def test_listing_link_to_another_host_is_not_followed(emulator, hook, monkeypatc
         hook._api_url("http://evil.example/d2l/api/lp/1.49/datasets/bds")
     with pytest.raises(LmsApiError):
         hook.list_extracts("No Such Set")
+
+
+def test_get_conn_is_a_session_that_refreshes_and_sends_the_token_to_the_lms_host_only(
+    emulator, lms_connection, users
+):
+    hook = BrightspaceHook(lms_connection("brightspace", expired=True))
+
+    with hook.get_conn() as session:
+        whoami = session.get(f"{emulator.url}{hook.whoami_path}", timeout=10)
+        assert whoami.status_code == 200
+        assert emulator.refresh_count("brightspace") == 1  # the expired token was refreshed first
+        full = hook.list_extracts("Users", "Full")[0]
+        download = session.get(full.download_link, timeout=10)  # 302 to the storage host
+
+    assert download.status_code == 200 and download.content == _served_bytes(users.extracts[0])
+    assert [s.had_authorization for s in emulator.brightspace.signed_downloads] == [False]
+    assert emulator.refresh_count("brightspace") == 1

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from airflow_provider_canvas.hooks.base import LmsHook, redact_url
+from airflow_provider_canvas.hooks.base import LmsHook
 from airflow_provider_canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.net import redact_url
 
 
 def _response(status: int, body: str = "", headers: dict[str, str] | None = None) -> requests.Response:

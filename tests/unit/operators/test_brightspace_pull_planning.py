@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_canvas.exceptions import DifferentialGapError, LmsConfigurationError, LmsError
-from airflow_provider_canvas.hooks.brightspace import BdsExtract
+from airflow_provider_canvas.hooks.brightspace_models import BdsExtract
 from airflow_provider_canvas.loading.pull_state import (
     DataSetFolder,
     PulledExtract,

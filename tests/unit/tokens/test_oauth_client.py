@@ -1,4 +1,4 @@
-"""The hooks' authorization_code grant: body and client authentication per platform, sent once."""
+"""The token endpoint client, used through the hooks: client auth per platform, codes sent once."""
 
 from __future__ import annotations
 
@@ -113,3 +113,12 @@ def test_the_hook_takes_its_conn_id_as_airflow_passes_it():
     assert CanvasHook().conn_id == "canvas_default"
     with pytest.raises(TypeError, match="unexpected arguments"):
         CanvasHook(brightspace_conn_id="b")
+
+
+def test_the_client_keeps_its_secret_out_of_repr_and_takes_the_hooks_retry_rules():
+    hook = hook_with(CanvasHook)
+    client = hook.oauth_client
+
+    assert "secret-1" not in repr(client)
+    assert client.token_url == "https://lms.example.edu/login/oauth2/token"
+    assert (client.client_auth, client.max_retries, client.session) == ("body", 2, hook.session)

@@ -1,0 +1,78 @@
+"""What every HTTP caller here shares: absolute and loggable URLs, backoff, and what is safe to send again.
+
+Pure functions on ``requests`` objects, used by the hooks' transport and by the OAuth token client.
+"""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from airflow_provider_canvas.exceptions import LmsConfigurationError
+
+# Only reads are sent again after they may have reached the server: a write that failed with a
+# 5xx or a read timeout may have landed, and only the caller can check (e.g. GET after a PUT).
+SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+#: Raised by requests before anything is sent, because the URL or a header cannot be used at all:
+#: no retry can help, and no token was spent.
+UNUSABLE_REQUEST = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidHeader,
+)
+
+
+def unusable_request_error(
+    err: requests.RequestException, where: str, conn_label: str
+) -> LmsConfigurationError:
+    """The error for a request that could not be sent at all: a setting of the connection is wrong."""
+    return LmsConfigurationError(
+        f"{where}: nothing was sent, the URL cannot be used ({type(err).__name__}). Check the host "
+        f"and the other URLs of {conn_label}; no token was spent."
+    )
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and path only: query strings may hold signatures or bookmarks."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def absolute_url(base_url: str, path_or_url: str) -> str:
+    """``path_or_url`` on ``base_url`` when it is a path; an absolute URL as it is."""
+    if "://" in path_or_url:
+        return path_or_url
+    return urljoin(base_url.rstrip("/") + "/", path_or_url.lstrip("/"))
+
+
+def same_host(url: str, base_url: str) -> bool:
+    """True when ``url`` is on the host (and port) of ``base_url``: only there may a bearer token go."""
+    return urlsplit(url).netloc == urlsplit(base_url).netloc
+
+
+def never_sent(err: requests.RequestException) -> bool:
+    """True when the request cannot have reached the server (safe to send again)."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (None when absent or a date)."""
+    try:
+        return max(0.0, float(value or ""))
+    except ValueError:
+        return None
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter for the ``attempt``-th retry (1-based), at most ``cap``."""
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
