@@ -7,6 +7,7 @@ pasted URL), exchanges the code and creates or updates the Airflow connection. N
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import http.server
 import json
@@ -28,9 +29,7 @@ from airflow_provider_canvas.hooks.base import LmsHook
 from airflow_provider_canvas.hooks.brightspace import DEFAULT_SCOPES, DEFAULT_TOKEN_URL, TOKEN_URL_KEY
 from airflow_provider_canvas.hooks.connection_checks import check_base_url, is_loopback, parse_scopes
 from airflow_provider_canvas.tokens import metadata
-from airflow_provider_canvas.tokens.model import MASKED, TOKEN_KEYS, TokenSet, extra_value
-from airflow_provider_canvas.tokens.rescue import RescueFile
-from airflow_provider_canvas.tokens.store import TokenStore
+from airflow_provider_canvas.tokens.model import MASKED, TokenSet, extra_value, is_token_key
 
 DEFAULT_SECRET_ENV = "CANVAS_OAUTH_CLIENT_SECRET"
 
@@ -75,7 +74,7 @@ def resolve_settings(
     """The arguments merged over the existing connection, checked; raises before any request."""
     existing = _existing_connection(conn_id)
     platform = _platform(conn_id, platform, existing)
-    extra = {k: v for k, v in (existing.extra_dejson if existing else {}).items() if not _is_token_key(k)}
+    extra = {k: v for k, v in (existing.extra_dejson if existing else {}).items() if not is_token_key(k)}
 
     host = (host or (existing.host if existing else None) or "").rstrip("/")
     check_base_url("the host", host, "https://myschool.instructure.com")
@@ -155,10 +154,6 @@ def _platform(conn_id: str, platform: str | None, existing: Any) -> str:
             f"connection {conn_id!r} does not exist yet: say --platform canvas|brightspace"
         )
     return platform
-
-
-def _is_token_key(key: str) -> bool:
-    return any(key == name or key.endswith(f"__{name}") for name in TOKEN_KEYS)
 
 
 def _check_redirect_uri(redirect_uri: str) -> None:
@@ -251,17 +246,17 @@ def authorize(
 def _hook(settings: Settings) -> LmsHook:
     from airflow.models import Connection
 
-    hook = HOOK_CLASSES[settings.platform](settings.conn_id)
     # The exchange runs on the connection to be: the stored one changes only once tokens exist.
-    hook.connection = Connection(  # type: ignore[misc]
-        conn_id=settings.conn_id,
-        conn_type=settings.platform,
-        host=settings.host,
-        login=settings.client_id,
-        password=settings.client_secret,
-        extra=json.dumps(settings.extra),
+    return HOOK_CLASSES[settings.platform].for_connection(
+        Connection(
+            conn_id=settings.conn_id,
+            conn_type=settings.platform,
+            host=settings.host,
+            login=settings.client_id,
+            password=settings.client_secret,
+            extra=json.dumps(settings.extra),
+        )
     )
-    return hook
 
 
 def authorization_url(hook: LmsHook, settings: Settings) -> tuple[str, str]:
@@ -355,43 +350,32 @@ def _keep_granted_scopes(settings: Settings, granted: list[str], say: Callable[[
 
 
 def save_connection(settings: Settings, tokens: TokenSet) -> str:
-    """Create or update the connection, then store the tokens (read back to confirm).
+    """Create or update the connection, then store the tokens as every refresh does.
 
-    The tokens sit in the rescue file until the save is confirmed, as after any refresh.
+    The hook's token lifecycle takes the refresh lock, keeps the tokens in the rescue file,
+    writes the connection (unless a secrets backend or ``AIRFLOW_CONN_*`` defines it), then the
+    central copy and the connection's tokens, read back. Returns where the tokens are; when
+    neither can be written, :class:`~airflow_provider_canvas.exceptions.TokenSaveError` names
+    the rescue file.
     """
-    rescue = RescueFile.for_connection(metadata.state_dir(), settings.conn_id)
-    rescue.write(tokens)
+    hook = _hook(settings)
+    write_connection = None
     if settings.shadowed_by is None:
-        _upsert_connection(settings)
-    store = TokenStore(settings.conn_id, settings.platform)
-    try:
-        store.save(tokens)
-    except Exception as err:
-        raise AuthorizeError(
-            f"the tokens could not be saved to {store.location} ({type(err).__name__}: {err}). They are "
-            f"kept in {rescue.path}: run `python -m airflow_provider_canvas.tokens.restore "
-            f"{settings.conn_id} {rescue.path}` once the metadata database accepts writes."
-        ) from None
-    rescue.clear()
-    return store.location
-
-
-def _upsert_connection(settings: Settings) -> None:
-    from airflow.models import Connection
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalar(select(Connection).filter_by(conn_id=settings.conn_id).limit(1))
-        if row is None:
-            row = Connection(conn_id=settings.conn_id, conn_type=settings.platform)
-            session.add(row)
-        # Token keys already stored stay until the token save below replaces them.
-        kept = {k: v for k, v in row.extra_dejson.items() if _is_token_key(k)} if row.extra else {}
-        row.host = settings.host
-        row.login = settings.client_id
-        row.password = settings.client_secret
-        row.set_extra(json.dumps({**settings.extra, **kept}))
+        write_connection = functools.partial(
+            metadata.upsert_connection,
+            settings.conn_id,
+            settings.platform,
+            host=settings.host,
+            login=settings.client_id,
+            password=settings.client_secret,
+            extra=settings.extra,
+        )
+    store = hook.tokens.store
+    if hook.tokens.adopt(tokens, before_save=write_connection):
+        return store.location
+    return (
+        f"the Airflow Variable {store.variable_key!r} (the connection could not be written; see the warning)"
+    )
 
 
 # The listener ----------------------------------------------------------------------------------

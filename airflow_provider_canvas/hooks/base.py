@@ -8,7 +8,7 @@ token lifecycle in :mod:`..tokens.lifecycle`. This module only wires them to one
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import requests
 from airflow.sdk import BaseHook
@@ -24,6 +24,9 @@ from airflow_provider_canvas.tokens.model import TokenSet, extra_value
 from airflow_provider_canvas.tokens.oauth_client import OAuthClient
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class LmsHook(LmsTransport, AccessTokenChecks, BaseHook):
@@ -83,9 +86,30 @@ class LmsHook(LmsTransport, AccessTokenChecks, BaseHook):
 
     # Connection -------------------------------------------------------------------------------
 
+    @classmethod
+    def for_connection(cls, connection: Any, *, mask: bool = True, **options: Any) -> Self:
+        """A hook on a connection it does not read itself: the CLI's connection to be, the triggerer's.
+
+        The connection is checked as a stored one is. ``mask=False``: the caller has registered
+        its secrets with the masker already (Airflow's async connection API does). ``options``
+        go to the constructor.
+        """
+        hook = cls(connection.conn_id, **options)
+        hook._check(connection)
+        if mask:
+            _mask_password(connection)
+        hook.__dict__["connection"] = connection
+        return hook
+
     @cached_property
     def connection(self) -> Any:
+        """The stored connection, checked: right type, a base URL, a client ID and secret."""
         conn = metadata.get_connection(self.conn_id)
+        self._check(conn)
+        _mask_password(conn)
+        return conn
+
+    def _check(self, conn: Any) -> None:
         if conn.conn_type != self.conn_type:
             raise LmsConfigurationError(
                 f"{self.conn_label} has type {conn.conn_type!r}; "
@@ -95,11 +119,7 @@ class LmsHook(LmsTransport, AccessTokenChecks, BaseHook):
             raise LmsConfigurationError(
                 f"{self.conn_label} needs the client ID as login and the client secret as password"
             )
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(conn.password)
         self._check_connection(conn)
-        return conn
 
     def _check_connection(self, conn: Any) -> None:
         """Refuse what a person mistyped before any request leaves; say what to type instead."""
@@ -212,3 +232,9 @@ class LmsHook(LmsTransport, AccessTokenChecks, BaseHook):
     def authorization_params(self) -> dict[str, str]:
         """Platform-specific parameters of the authorization URL."""
         return {}
+
+
+def _mask_password(conn: Any) -> None:
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(conn.password)

@@ -93,6 +93,25 @@ class TokenLifecycle:
     def expires_at(self) -> Any:
         return self._tokens.expires_at if self._tokens else None
 
+    def adopt(self, tokens: TokenSet, *, before_save: Callable[[], None] | None = None) -> bool:
+        """Keep tokens a person's consent produced (``canvas-oauth authorize``) as a refresh keeps its own.
+
+        Under the refresh lock: the rescue file first, then ``before_save`` (the CLI creates or
+        updates the connection there), then the central copy and the connection, read back.
+        Returns whether the connection holds them (else the central copy does, and says so).
+        """
+        _mask(tokens)
+
+        def prepare() -> None:
+            if before_save is not None:
+                before_save()
+            self.store.load()  # what the connection holds now: the central copy records it
+
+        with self._mutex, self._lock():
+            saved = self._keep(tokens, time.monotonic(), prepare=prepare, obtained_by="authorized")
+            self._tokens = tokens
+        return saved
+
     def reject(self, access_token: str) -> None:
         """The API refused this token (revoked, or replaced by another worker's refresh)."""
         with self._mutex:
@@ -197,7 +216,14 @@ class TokenLifecycle:
             f"Otherwise authorize again: `canvas-oauth authorize {self.store.conn_id}`."
         )
 
-    def _keep(self, tokens: TokenSet, received: float) -> bool:
+    def _keep(
+        self,
+        tokens: TokenSet,
+        received: float,
+        *,
+        prepare: Callable[[], None] | None = None,
+        obtained_by: str = "refreshed",
+    ) -> bool:
         """Rescue file, central copy, connection: in that order, each as soon as possible.
 
         Returns whether the tokens reached the connection (or, for a shadowed one, the Variable).
@@ -206,6 +232,8 @@ class TokenLifecycle:
             self._rescue.write(tokens)
         except OSError as err:  # the central copy and the save below still follow
             log.error("Could not write the rescue copy %s (%s).", self._rescue.path, err)
+        if prepare is not None:
+            prepare()
         durable = self._keep_central(tokens)
         if durable:
             self.custody_seconds = time.monotonic() - received
@@ -223,7 +251,7 @@ class TokenLifecycle:
             self._warn_unsaved(reason)
             return False
         raise TokenSaveError(
-            f"The tokens of connection {self.store.conn_id!r} were refreshed but could be saved neither "
+            f"The tokens of connection {self.store.conn_id!r} were {obtained_by} but could be saved neither "
             f"to {self.store.location} ({reason}) nor to the Airflow Variable {self.store.variable_key!r}. "
             f"The new tokens are kept in {self._rescue.path} (mode 0600). The next refresh on this host "
             "restores them automatically; from another host run `python -m "

@@ -17,6 +17,11 @@ RENAMED_KEYS = {"token_url": "oauth_url"}
 MASKED = "***"
 
 
+def is_token_key(key: str) -> bool:
+    """True for an extra key holding token state, legacy ``extra__<platform>__<name>`` names included."""
+    return any(key == name or key.endswith(f"__{name}") for name in TOKEN_KEYS)
+
+
 def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
     """A field of the connection extra, accepting the legacy ``extra__<platform>__<name>`` key."""
     value = extra.get(name)
