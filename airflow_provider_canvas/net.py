@@ -6,6 +6,7 @@ Pure functions on ``requests`` objects, used by the hooks' transport and by the 
 from __future__ import annotations
 
 import random
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -62,6 +63,25 @@ def never_sent(err: requests.RequestException) -> bool:
         return True
     reason = getattr(err.args[0], "reason", None) if err.args else None
     return isinstance(reason, NewConnectionError)
+
+
+def error_message(response: Any) -> str:
+    """The API's own words from an error answer (``requests`` or ``httpx``), else its text; no body echo."""
+    try:
+        body = response.json()
+    except ValueError:
+        reason = getattr(response, "reason", None) or getattr(response, "reason_phrase", "")
+        return response.text.strip()[:300] or str(reason)
+    if isinstance(body, dict):
+        errors = body.get("errors") or body.get("Errors")
+        if isinstance(errors, list) and errors:
+            first = errors[0]
+            if isinstance(first, dict):
+                return str(first.get("message") or first.get("Message") or first)[:300]
+        for key in ("error_description", "message", "Message", "error"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return str(body)[:300]
 
 
 def retry_after_seconds(value: str | None) -> float | None:

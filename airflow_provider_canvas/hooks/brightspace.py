@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -350,13 +349,6 @@ class BrightspaceHook(LmsHook):
 
     def get_export_job(self, job_id: str) -> dict[str, Any]:
         return self.get_json(self.lp_path(f"dataExport/jobs/{job_id}"), scope=SCOPE_ADS_FETCH)
-
-    async def aget_export_job(self, job_id: str) -> dict[str, Any]:
-        """:meth:`get_export_job` for triggers, run in a thread so the event loop never blocks.
-
-        One HTTP layer serves both: retries, throttling and token refreshes behave as in tasks.
-        """
-        return await asyncio.to_thread(self.get_export_job, job_id)
 
     def download_export(
         self, job_id: str, destination: str | os.PathLike[str], **options: Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,34 @@ class ExportJobStatus(enum.IntEnum):
     COMPLETE = 2
     ERROR = 3
     DELETED = 4
+
+
+@dataclass(frozen=True)
+class ExportJobState:
+    """What an export job answer says, for the trigger and the operator alike."""
+
+    status: ExportJobStatus | None  # None: a value this provider does not know yet
+    raw: Any = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status is ExportJobStatus.COMPLETE
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (ExportJobStatus.ERROR, ExportJobStatus.DELETED)
+
+    def __str__(self) -> str:
+        return self.status.name if self.status is not None else f"in status {self.raw!r}"
+
+
+def export_job_state(job: Mapping[str, Any]) -> ExportJobState:
+    """The state of an export job from its ``Status``; an unknown value means "not done yet"."""
+    raw = job.get("Status")
+    try:
+        return ExportJobState(ExportJobStatus(int(raw)), raw)
+    except (TypeError, ValueError):
+        return ExportJobState(None, raw)
 
 
 @dataclass(frozen=True)

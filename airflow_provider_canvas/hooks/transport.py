@@ -8,7 +8,7 @@ how to pace, what a refusal means).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from airflow_provider_canvas.net import (
     UNUSABLE_REQUEST,
     absolute_url,
     backoff_seconds,
+    error_message,
     never_sent,
     redact_url,
     retry_after_seconds,
@@ -189,35 +190,29 @@ class LmsTransport:
             time.sleep(delay)
 
     def _error(self, response: requests.Response, method: str, url: str, scope: str | None) -> LmsApiError:
-        status, where = response.status_code, f"{method} {redact_url(url)}"
-        said = self._error_message(response)
-        if status in (401, 403):
-            return LmsPermissionError(
-                self._permission_message(where, said, scope),
-                status=status,
-                url=redact_url(url),
-                required_scope=scope,
-            )
-        if status == 404:
-            return LmsNotFoundError(f"{where}: not found ({said})", status=status, url=redact_url(url))
-        if status >= 500:
-            return LmsUnavailableError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
-        return LmsApiError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
+        return api_error(response, method, url, scope, self._permission_message)
 
     @staticmethod
     def _error_message(response: requests.Response) -> str:
-        """The API's own words, from the JSON shapes both platforms use, else the text."""
-        try:
-            body = response.json()
-        except ValueError:
-            return response.text.strip()[:300] or response.reason
-        if isinstance(body, dict):
-            errors = body.get("errors") or body.get("Errors")
-            if isinstance(errors, list) and errors:
-                first = errors[0]
-                if isinstance(first, dict):
-                    return str(first.get("message") or first.get("Message") or first)[:300]
-            for key in ("error_description", "message", "Message", "error"):
-                if body.get(key):
-                    return str(body[key])[:300]
-        return str(body)[:300]
+        return error_message(response)
+
+
+def api_error(
+    response: Any,
+    method: str,
+    url: str,
+    scope: str | None,
+    permission_message: Callable[[str, str, str | None], str],
+) -> LmsApiError:
+    """The error for an answer of 400 or more (``requests`` or ``httpx``), the API's words included."""
+    status, where = response.status_code, f"{method} {redact_url(url)}"
+    said = error_message(response)
+    if status in (401, 403):
+        return LmsPermissionError(
+            permission_message(where, said, scope), status=status, url=redact_url(url), required_scope=scope
+        )
+    if status == 404:
+        return LmsNotFoundError(f"{where}: not found ({said})", status=status, url=redact_url(url))
+    if status >= 500:
+        return LmsUnavailableError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
+    return LmsApiError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import Asset, AssetAlias, BaseOperator
+from airflow.sdk.configuration import conf
 
 from airflow_provider_canvas.exceptions import ExportJobError, LmsConfigurationError, LmsError
 from airflow_provider_canvas.hooks.brightspace import (
@@ -27,7 +28,7 @@ from airflow_provider_canvas.hooks.brightspace import (
     SCOPE_BDS_LIST_LEGACY,
     BrightspaceHook,
 )
-from airflow_provider_canvas.hooks.brightspace_models import BdsDataSet, BdsExtract, ExportJobStatus
+from airflow_provider_canvas.hooks.brightspace_models import BdsDataSet, BdsExtract, export_job_state
 from airflow_provider_canvas.loading.postgres import DeletedRows, key_columns_for
 from airflow_provider_canvas.loading.pull_state import (
     RETENTION,
@@ -298,8 +299,10 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
 class BrightspaceAdvancedDataSetOperator(BaseOperator):
     """Run an Advanced Data Sets export (by name or DataSetId, with filters) and download the ZIP.
 
-    Deferrable by default: after creating the job the task frees its worker slot while
-    :class:`~airflow_provider_canvas.triggers.brightspace.BrightspaceExportJobTrigger` polls it.
+    With ``deferrable`` (default: ``[operators] default_deferrable``, as Airflow's own operators)
+    the task frees its worker slot after creating the job while
+    :class:`~airflow_provider_canvas.triggers.brightspace.BrightspaceExportJobTrigger` polls it;
+    without, it polls in the task. Both read the job's state with ``export_job_state``.
     ``destination`` is the ZIP's path (local, or an ObjectStoragePath); it appears only complete.
     Returns (XCom) the job id, data set, destination and size.
     """
@@ -314,7 +317,7 @@ class BrightspaceAdvancedDataSetOperator(BaseOperator):
         destination: str | os.PathLike[str] | ObjectStoragePath,
         filters: Mapping[str, Any] | None = None,
         brightspace_conn_id: str = BrightspaceHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         job_timeout: timedelta = timedelta(hours=6),
         **kwargs: Any,
@@ -344,14 +347,14 @@ class BrightspaceAdvancedDataSetOperator(BaseOperator):
                 method_name="execute_complete",
             )
         while True:
-            status = ExportJobStatus(int(hook.get_export_job(job_id)["Status"]))
-            if status is ExportJobStatus.COMPLETE:
+            state = export_job_state(hook.get_export_job(job_id))
+            if state.complete:
                 return self._download(hook, job_id)
-            if status in (ExportJobStatus.ERROR, ExportJobStatus.DELETED):
-                raise ExportJobError(f"export job {job_id} ended with status {status.name}")
+            if state.failed:
+                raise ExportJobError(f"export job {job_id} ended with status {state}")
             if time.time() >= deadline:
                 raise ExportJobError(f"export job {job_id} did not complete within {self.job_timeout}")
-            self.log.info("Export job %s is %s", job_id, status.name)
+            self.log.info("Export job %s is %s", job_id, state)
             time.sleep(self.poll_interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,11 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.brightspace_models import ExportJobStatus
+from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
+from airflow_provider_canvas.hooks.brightspace_models import export_job_state
+
+#: How long the poll after the deadline may take (a hanging server is cut off then).
+_LAST_LOOK_SECONDS = 5.0
 
 
 class BrightspaceExportJobTrigger(BaseTrigger):
@@ -19,8 +22,10 @@ class BrightspaceExportJobTrigger(BaseTrigger):
 
     Fires one event ``{"status": "complete" | "failed" | "timeout" | "error", "job_id", "message",
     "job"}``. Throttling and unavailability are retried at the next poll, up to
-    ``max_transient_errors`` in a row. Only the connection id is serialised: tokens stay in the
-    connection and never reach the trigger table or the logs.
+    ``max_transient_errors`` in a row. Polls are async (httpx) and bounded by the deadline, so a
+    hanging server cannot hold the trigger past it, and cancelling the trigger stops it at once.
+    Only the connection id is serialised: tokens stay in the connection and never reach the
+    trigger table or the logs.
     """
 
     def __init__(
@@ -55,46 +60,49 @@ class BrightspaceExportJobTrigger(BaseTrigger):
     def _event(self, status: str, message: str, job: dict[str, Any] | None = None) -> TriggerEvent:
         return TriggerEvent({"status": status, "job_id": self.job_id, "message": message, "job": job})
 
+    def _left(self) -> float | None:
+        """Seconds to the deadline (None: no deadline)."""
+        return None if self.timeout_at is None else self.timeout_at - time.time()
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = BrightspaceHook(self.conn_id)
+        job: dict[str, Any] | None = None
         transient = 0
-        while True:
-            try:
-                job = await hook.aget_export_job(self.job_id)
-                transient = 0
-            except (LmsThrottledError, LmsUnavailableError) as err:
-                transient += 1
-                if transient > self.max_transient_errors:
+        async with BrightspaceAsyncHook(self.conn_id) as hook:
+            while True:
+                left = self._left()
+                try:
+                    # Past the deadline one last look still runs: a job done just in time is complete.
+                    bound = None if left is None else (left if left > 0 else _LAST_LOOK_SECONDS)
+                    job = await asyncio.wait_for(hook.get_export_job(self.job_id), timeout=bound)
+                    transient = 0
+                except asyncio.TimeoutError:
+                    yield self._timeout(job)
+                    return
+                except (LmsThrottledError, LmsUnavailableError) as err:
+                    transient += 1
+                    if transient > self.max_transient_errors:
+                        yield self._event("error", f"export job {self.job_id}: {err}")
+                        return
+                    self.log.warning("Export job %s: %s; polling again", self.job_id, err)
+                except LmsError as err:
                     yield self._event("error", f"export job {self.job_id}: {err}")
                     return
-                self.log.warning("Export job %s: %s; polling again", self.job_id, err)
-                job = None
-            except LmsError as err:
-                yield self._event("error", f"export job {self.job_id}: {err}")
-                return
-            if job is not None:
-                status = _status(job.get("Status"))
-                if status is ExportJobStatus.COMPLETE:
-                    yield self._event("complete", f"export job {self.job_id} is complete", job)
+                else:
+                    state = export_job_state(job)
+                    if state.complete:
+                        yield self._event("complete", f"export job {self.job_id} is complete", job)
+                        return
+                    if state.failed:
+                        yield self._event(
+                            "failed", f"export job {self.job_id} ended with status {state}", job
+                        )
+                        return
+                    self.log.info("Export job %s is %s", self.job_id, state)
+                left = self._left()
+                if left is not None and left <= 0:
+                    yield self._timeout(job)
                     return
-                if status in (ExportJobStatus.ERROR, ExportJobStatus.DELETED):
-                    yield self._event(
-                        "failed", f"export job {self.job_id} ended with status {status.name}", job
-                    )
-                    return
-                self.log.info(
-                    "Export job %s is %s", self.job_id, status.name if status else job.get("Status")
-                )
-            if self.timeout_at is not None and time.time() >= self.timeout_at:
-                yield self._event(
-                    "timeout", f"export job {self.job_id} did not complete before the deadline", job
-                )
-                return
-            await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(self.poll_interval if left is None else min(self.poll_interval, left))
 
-
-def _status(value: Any) -> ExportJobStatus | None:
-    try:
-        return ExportJobStatus(int(value))
-    except (TypeError, ValueError):
-        return None
+    def _timeout(self, job: dict[str, Any] | None) -> TriggerEvent:
+        return self._event("timeout", f"export job {self.job_id} did not complete before the deadline", job)

@@ -12,6 +12,7 @@ from lms_fixtures import stored_extra
 
 from airflow_provider_canvas.exceptions import BdsDownloadError, ExportJobError, LmsApiError
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
 from airflow_provider_canvas.hooks.brightspace_models import ExportJobStatus
 from airflow_provider_canvas.testing.primitives import utcnow
 
@@ -174,7 +175,7 @@ def test_size_mismatch_is_refused_and_nothing_is_kept(emulator, hook, users, tmp
 
 
 def test_ads_create_poll_download(emulator, hook, tmp_path):
-    emulator.brightspace.ads_job_seconds = 0.3
+    emulator.brightspace.ads_job_seconds = 1.0  # longer than the first async poll takes to start
     ads = emulator.brightspace.add_ads_data_set(
         "Enrollments and Withdrawals",
         ["OrgUnitId", "UserId", "Action"],
@@ -184,7 +185,12 @@ def test_ads_create_poll_download(emulator, hook, tmp_path):
 
     data_set = hook.resolve_ads_data_set("Enrollments and Withdrawals")
     job = hook.create_export_job(data_set["DataSetId"], {"startDate": "2026-01-01T00:00:00.000Z"})
-    status = asyncio.run(hook.aget_export_job(job["ExportJobId"]))["Status"]
+
+    async def poll() -> dict:
+        async with BrightspaceAsyncHook(hook.conn_id) as async_hook:
+            return await async_hook.get_export_job(job["ExportJobId"])
+
+    status = asyncio.run(poll())["Status"]
     assert status in (ExportJobStatus.QUEUED, ExportJobStatus.PROCESSING)
     while hook.get_export_job(job["ExportJobId"])["Status"] != ExportJobStatus.COMPLETE:
         pass
@@ -230,3 +236,29 @@ def test_get_conn_is_a_session_that_refreshes_and_sends_the_token_to_the_lms_hos
     assert download.status_code == 200 and download.content == _served_bytes(users.extracts[0])
     assert [s.had_authorization for s in emulator.brightspace.signed_downloads] == [False]
     assert emulator.refresh_count("brightspace") == 1
+
+
+def test_the_async_hook_polls_with_the_stored_token_and_refreshes_only_through_the_lifecycle(
+    emulator, lms_connection
+):
+    conn_id = lms_connection("brightspace", expired=True)
+    ads = emulator.brightspace.add_ads_data_set("Final Grades", ["OrgUnitId", "Grade"], rows_count=5)
+    sync_hook = BrightspaceHook(conn_id)
+    job_id = sync_hook.create_export_job(ads.data_set_id)["ExportJobId"]  # refreshes the expired token
+    sync_hook.close()
+    assert emulator.refresh_count("brightspace") == 1
+
+    async def polls(count: int) -> list[dict]:
+        async with BrightspaceAsyncHook(conn_id) as hook:
+            return [await hook.get_export_job(job_id) for _ in range(count)]
+
+    assert len(asyncio.run(polls(3))) == 3
+    assert emulator.refresh_count("brightspace") == 1  # the saved token serves every poll
+
+    emulator.expire_access_tokens("brightspace")  # the server now answers 401 + WWW-Authenticate
+    before = stored_extra(conn_id)["refresh_token"]
+    assert [job["ExportJobId"] for job in asyncio.run(polls(2))] == [job_id, job_id]
+
+    assert emulator.refresh_count("brightspace") == 2
+    assert emulator.consumed_presentations("brightspace") == 0
+    assert stored_extra(conn_id)["refresh_token"] != before  # saved back, as a task saves it

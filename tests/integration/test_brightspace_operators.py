@@ -276,6 +276,7 @@ def test_ads_deferred_polled_by_the_trigger_then_downloaded(emulator, conns, tmp
         destination=tmp_path / "out" / "enrollments.zip",
         brightspace_conn_id=conns[0],
         poll_interval=0.2,
+        deferrable=True,
     )
 
     with pytest.raises(TaskDeferred) as deferred:
@@ -308,6 +309,7 @@ def test_ads_failed_job_and_timeout_raise_clear_errors(emulator, conns, tmp_path
         destination=tmp_path / "g.zip",
         brightspace_conn_id=conns[0],
         poll_interval=0.1,
+        deferrable=True,
     )
 
     with pytest.raises(TaskDeferred) as deferred:

@@ -22,6 +22,7 @@ def ads_export() -> None:
         destination="{{ params.destination }}",
         brightspace_conn_id="brightspace_ads",
         poll_interval=1,
+        deferrable=True,
     )
 
 

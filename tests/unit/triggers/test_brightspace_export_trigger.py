@@ -8,7 +8,7 @@ import time
 import pytest
 
 from airflow_provider_canvas.exceptions import LmsNotFoundError, LmsThrottledError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
 from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
 
@@ -22,7 +22,7 @@ def run_trigger(trigger: BrightspaceExportJobTrigger) -> dict:
 
 @pytest.fixture
 def script(monkeypatch):
-    """Make aget_export_job answer from a list: dicts are jobs, exceptions are raised."""
+    """Make the async hook's get_export_job answer from a list: dicts are jobs, exceptions are raised."""
     answers: list = []
 
     async def fake(self, job_id):
@@ -31,7 +31,7 @@ def script(monkeypatch):
             raise answer
         return {"ExportJobId": job_id, **answer}
 
-    monkeypatch.setattr(BrightspaceHook, "aget_export_job", fake)
+    monkeypatch.setattr(BrightspaceAsyncHook, "get_export_job", fake)
     return answers
 
 

@@ -1,0 +1,134 @@
+"""Advanced Data Sets job polling for the triggerer, on httpx: the event loop never waits on a thread.
+
+Polls are plain async GETs with the stored access token. Only when that token is due or refused
+does a thread run the shared token lifecycle (lock, re-read, rescue, save-and-verify) of a sync
+:class:`BrightspaceHook`: the rare path, which must never differ from a task's refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
+from airflow_provider_canvas.hooks.brightspace import SCOPE_ADS_FETCH, BrightspaceHook
+from airflow_provider_canvas.hooks.transport import api_error
+from airflow_provider_canvas.net import absolute_url, redact_url
+from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.tokens.model import TokenSet
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~0.1 s: once per triggerer process, not once per trigger.
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class BrightspaceAsyncHook:
+    """Reads export jobs of one ``brightspace`` connection without blocking the event loop.
+
+    :param conn_id: the connection; read with Airflow's async connection API.
+    :param timeout: (connect, read) seconds of each poll.
+
+    No retries here: a throttled or failed poll raises :class:`LmsThrottledError` /
+    :class:`LmsUnavailableError` and the caller (the trigger) decides when to poll again. Use as
+    ``async with`` or call :meth:`aclose`.
+    """
+
+    def __init__(self, conn_id: str, *, timeout: tuple[float, float] = (10.0, 60.0)) -> None:
+        self.conn_id = conn_id
+        self._timeout = httpx.Timeout(timeout[1], connect=timeout[0])
+        self._client: httpx.AsyncClient | None = None
+        self._hook: BrightspaceHook | None = None  # the connection's rules, built without I/O
+        self._refresher: BrightspaceHook | None = None  # a full sync hook, used in a thread only
+        self._tokens: TokenSet | None = None
+        self._rejected: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    async def __aenter__(self) -> BrightspaceAsyncHook:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._refresher is not None:
+            self._refresher.close()
+            self._refresher = None
+
+    async def get_export_job(self, job_id: str) -> dict[str, Any]:
+        """One export job (``Status``, ...): :meth:`BrightspaceHook.get_export_job` without a thread."""
+        hook = await self._rules()
+        url = absolute_url(hook.base_url, hook.lp_path(f"dataExport/jobs/{job_id}"))
+        where = f"GET {redact_url(url)}"
+        client = self._client or httpx.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
+        )
+        self._client = client
+        refreshed = False
+        while True:
+            access_token = await self._access_token()
+            try:
+                response = await client.get(
+                    url, headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"}
+                )
+            except httpx.TransportError as err:
+                raise LmsUnavailableError(
+                    f"{where} failed: {type(err).__name__}", status=0, url=redact_url(url)
+                ) from None
+            if response.status_code == 401 and "WWW-Authenticate" in response.headers and not refreshed:
+                self._rejected.add(access_token)
+                self._tokens = None
+                refreshed = True
+                continue
+            if response.status_code == 429:
+                raise LmsThrottledError(f"{where} throttled (HTTP 429)", status=429, url=redact_url(url))
+            if response.status_code >= 400:
+                raise api_error(response, "GET", url, SCOPE_ADS_FETCH, hook._permission_message)
+            return dict(response.json())
+
+    async def _rules(self) -> BrightspaceHook:
+        """A sync hook on the connection read asynchronously: its checks and URLs, no I/O of its own."""
+        if self._hook is None:
+            fields = await metadata.aget_connection(self.conn_id)
+            self._hook = BrightspaceHook.for_connection(fields, mask=False)
+            self._tokens = TokenSet.from_extra(fields.extra_dejson, "brightspace")
+        return self._hook
+
+    async def _access_token(self) -> str:
+        hook = await self._rules()
+        buffer = int(hook.extra("expiry_buffer_seconds", 300))
+        if self._tokens is None or not self._tokens.is_usable(buffer, rejected=self._rejected):
+            # Another worker may have refreshed meanwhile: read the stored tokens first.
+            fields = await metadata.aget_connection(self.conn_id)
+            self._tokens = TokenSet.from_extra(fields.extra_dejson, "brightspace")
+        if not self._tokens.is_usable(buffer, rejected=self._rejected):
+            self._tokens = await asyncio.to_thread(self._refresh, frozenset(self._rejected))
+        assert self._tokens.access_token
+        return self._tokens.access_token
+
+    def _refresh(self, rejected: frozenset[str]) -> TokenSet:
+        """In a thread: the task path's lifecycle hands out a live token, refreshing under the lock."""
+        if self._refresher is None:
+            self._refresher = BrightspaceHook(self.conn_id)
+        lifecycle = self._refresher.tokens
+        for token in rejected:
+            lifecycle.reject(token)
+        access_token = lifecycle.access_token()
+        return TokenSet(access_token=access_token, expires_at=lifecycle.expires_at)
