@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
-from airflow_provider_canvas.exceptions import LmsApiError, LmsConfigurationError
+from airflow_provider_canvas.exceptions import (
+    LmsApiError,
+    LmsConfigurationError,
+    LmsError,
+    LmsUnavailableError,
+)
 from airflow_provider_canvas.hooks.base import LmsHook
+from airflow_provider_canvas.hooks.canvas_sso import SsoReconciliation, sso_differences, validate_sso_settings
 from airflow_provider_canvas.net import redact_url
 
 #: Developer-key scopes of the calls this hook makes, in Canvas's ``url:VERB|/path`` form.
@@ -18,11 +25,6 @@ SCOPE_LIST_ACCOUNTS = "url:GET|/api/v1/accounts"
 SCOPE_LIST_SUB_ACCOUNTS = "url:GET|/api/v1/accounts/:account_id/sub_accounts"
 SCOPE_GET_SSO_SETTINGS = "url:GET|/api/v1/accounts/:account_id/sso_settings"
 SCOPE_PUT_SSO_SETTINGS = "url:PUT|/api/v1/accounts/:account_id/sso_settings"
-
-#: The SSO settings Canvas documents; anything else is refused before any request.
-SSO_SETTING_KEYS = ("login_handle_name", "change_password_url", "auth_discovery_url", "unknown_user_url")
-#: The SSO settings whose value must be an absolute http(s) URL when set.
-SSO_URL_KEYS = ("change_password_url", "auth_discovery_url", "unknown_user_url")
 
 _PAGE_SIZE = 100
 _SIS_PREFIX = "sis_account_id:"
@@ -49,37 +51,6 @@ def normalize_account_id(account_id: Any) -> int | str:
     raise LmsConfigurationError(
         f"account id must be a positive number or 'sis_account_id:...', got {account_id!r}"
     )
-
-
-def validate_sso_settings(settings: Mapping[str, Any]) -> dict[str, str | None]:
-    """The settings to apply, checked: documented keys only, URLs absolute http(s), None = unset.
-
-    An empty string and None both mean "unset" (Canvas unsets a key sent empty) and come back as
-    None; keys not given are not in the result, so Canvas keeps them.
-    """
-    if not isinstance(settings, Mapping):
-        raise LmsConfigurationError(f"SSO settings must be a mapping, got {type(settings).__name__}")
-    unknown = sorted(set(settings) - set(SSO_SETTING_KEYS))
-    if unknown:
-        raise LmsConfigurationError(
-            f"unknown SSO setting(s) {unknown}; Canvas knows {list(SSO_SETTING_KEYS)}"
-        )
-    checked: dict[str, str | None] = {}
-    for key, value in settings.items():
-        if value is None or (isinstance(value, str) and not value.strip()):
-            checked[key] = None
-            continue
-        if not isinstance(value, str):
-            raise LmsConfigurationError(f"SSO setting {key} must be a string or empty, got {value!r}")
-        value = value.strip()
-        if key in SSO_URL_KEYS:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise LmsConfigurationError(
-                    f"SSO setting {key} must be an absolute http(s) URL or empty (to unset it), got {value!r}"
-                )
-        checked[key] = value
-    return checked
 
 
 def _account_path(account_id: int | str, suffix: str = "") -> str:
@@ -228,6 +199,91 @@ class CanvasHook(LmsHook):
             "PUT", _account_path(account_id, "/sso_settings"), data=form, scope=SCOPE_PUT_SSO_SETTINGS
         )
         return response.json()["sso_settings"]
+
+    def reconcile_sso_settings(
+        self,
+        account_id: int | str,
+        settings: Mapping[str, str | None],
+        *,
+        require_root_account: bool = True,
+        dry_run: bool = False,
+    ) -> SsoReconciliation:
+        """Make an account's SSO settings what ``settings`` says; change only what differs.
+
+        Everything is validated before the first request. With ``require_root_account`` the account
+        is read first and a sub-account refused. After the PUT the settings Canvas reports are
+        compared with the desired ones; a 5xx answer to the PUT is followed by a GET, and only what
+        did not land is sent once more. ``dry_run`` reads and compares, and writes nothing.
+        """
+        account_id = normalize_account_id(account_id)
+        desired = validate_sso_settings(settings)
+        if not desired:
+            raise LmsConfigurationError("no SSO settings given: nothing to restore")
+        where = f"account {account_id} of {self.conn_id!r}"
+        if require_root_account:
+            account_id = self._root_account_id(account_id)
+        before = self.get_sso_settings(account_id)
+        changes = sso_differences(desired, before)
+        result = SsoReconciliation(self.conn_id, account_id, False, dry_run, changes, before, before)
+        if not changes:
+            self.log.info("SSO settings of %s already as desired: nothing to change.", where)
+            return result
+        for key, value in changes.items():
+            self.log.info("%s %s: %r -> %r", where, key, before.get(key), value)
+        if dry_run:
+            self.log.info("Dry run: %d setting(s) of %s would change; nothing written.", len(changes), where)
+            return result
+        after = self._put_sso_changes(account_id, desired, changes)
+        still_different = sso_differences(desired, after)
+        if still_different:
+            raise LmsError(
+                f"Canvas accepted the SSO settings update of {where} but reports other values for "
+                f"{sorted(still_different)}: {json.dumps({k: after.get(k) for k in still_different})}"
+            )
+        self.log.info("Changed %d SSO setting(s) of %s: %s.", len(changes), where, ", ".join(changes))
+        return SsoReconciliation(self.conn_id, account_id, True, dry_run, changes, before, after)
+
+    def _root_account_id(self, account_id: int | str) -> int:
+        account = self.get_account(account_id)
+        if account.get("parent_account_id") is not None:
+            raise LmsConfigurationError(
+                f"account {account_id} ({account.get('name')!r}) of {self.conn_id!r} is a "
+                f"sub-account (its parent is {account['parent_account_id']}); SSO settings belong to "
+                "the root account, so nothing was changed."
+            )
+        self.log.info(
+            "Account %s of %r is the root account %r.", account["id"], self.conn_id, account.get("name")
+        )
+        return int(account["id"])
+
+    def _put_sso_changes(
+        self, account_id: int | str, desired: Mapping[str, str | None], changes: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        """PUT the changes; after a 5xx, look before sending them again (once): a PUT may have landed."""
+        try:
+            return self.update_sso_settings(account_id, changes)
+        except LmsUnavailableError as err:
+            self.log.warning(
+                "The SSO settings update failed (%s); reading them back to see if it landed.", err
+            )
+        current = self.get_sso_settings(account_id)
+        remaining = sso_differences(desired, current)
+        if not remaining:
+            self.log.info("The update had landed despite the error.")
+            return current
+        self.log.warning(
+            "The update did not land (%s still differ); sending it once more.", ", ".join(remaining)
+        )
+        try:
+            return self.update_sso_settings(account_id, remaining)
+        except LmsUnavailableError as err:
+            raise LmsUnavailableError(
+                f"the SSO settings of account {account_id} of {self.conn_id!r} could not be "
+                f"updated: {err}. {sorted(remaining)} were still different after the first failure; "
+                "run the task again when Canvas answers.",
+                status=err.status,
+                url=err.url,
+            ) from err
 
     # Canvas specifics -------------------------------------------------------------------------
 

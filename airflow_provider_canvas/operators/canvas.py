@@ -20,7 +20,6 @@ from airflow_provider_canvas.exceptions import (
     LmsError,
     LmsNotFoundError,
     LmsPermissionError,
-    LmsUnavailableError,
 )
 from airflow_provider_canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
@@ -30,7 +29,6 @@ from airflow_provider_canvas.hooks.canvas import (
     SCOPE_PUT_SSO_SETTINGS,
     CanvasHook,
     normalize_account_id,
-    validate_sso_settings,
 )
 from airflow_provider_canvas.operators._jsonl import JsonLinesWriter, OutputPath, read_json_lines
 
@@ -277,89 +275,16 @@ class CanvasSsoSettingsOperator(_CanvasOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        settings = _as_mapping(self.settings)
         account_id = normalize_account_id(self.account_id)
-        desired = validate_sso_settings(_as_mapping(self.settings))
-        if not desired:
-            raise LmsConfigurationError("no SSO settings given: nothing to restore")
-        where = f"account {account_id} of {self.canvas_conn_id!r}"
         with self._canvas_calls(account_id):
-            if self.require_root_account:
-                account_id = self._root_account_id(account_id)
-            before = self.hook.get_sso_settings(account_id)
-            changes = _differences(desired, before)
-            result = {
-                "conn_id": self.canvas_conn_id,
-                "account_id": account_id,
-                "changed": False,
-                "dry_run": self.dry_run_only,
-                "changes": changes,
-                "before": before,
-                "after": before,
-            }
-            if not changes:
-                self.log.info("SSO settings of %s already as desired: nothing to change.", where)
-                return result
-            for key, value in changes.items():
-                self.log.info("%s %s: %r -> %r", where, key, before.get(key), value)
-            if self.dry_run_only:
-                self.log.info(
-                    "Dry run: %d setting(s) of %s would change; nothing written.", len(changes), where
-                )
-                return result
-            after = self._put(account_id, desired, changes)
-        still_different = _differences(desired, after)
-        if still_different:
-            raise LmsError(
-                f"Canvas accepted the SSO settings update of {where} but reports other values for "
-                f"{sorted(still_different)}: {json.dumps({k: after.get(k) for k in still_different})}"
+            result = self.hook.reconcile_sso_settings(
+                account_id,
+                settings,
+                require_root_account=self.require_root_account,
+                dry_run=self.dry_run_only,
             )
-        self.log.info("Changed %d SSO setting(s) of %s: %s.", len(changes), where, ", ".join(changes))
-        return {**result, "changed": True, "after": after}
-
-    def _root_account_id(self, account_id: int | str) -> int:
-        account = self.hook.get_account(account_id)
-        if account.get("parent_account_id") is not None:
-            raise LmsConfigurationError(
-                f"account {account_id} ({account.get('name')!r}) of {self.canvas_conn_id!r} is a "
-                f"sub-account (its parent is {account['parent_account_id']}); SSO settings belong to "
-                "the root account, so nothing was changed."
-            )
-        self.log.info(
-            "Account %s of %r is the root account %r.",
-            account["id"],
-            self.canvas_conn_id,
-            account.get("name"),
-        )
-        return int(account["id"])
-
-    def _put(
-        self, account_id: int | str, desired: Mapping[str, str | None], changes: Mapping[str, str | None]
-    ) -> dict[str, Any]:
-        """PUT the changes; after a 5xx, look before sending them again (once)."""
-        try:
-            return self.hook.update_sso_settings(account_id, changes)
-        except LmsUnavailableError as err:
-            self.log.warning(
-                "The SSO settings update failed (%s); reading them back to see if it landed.", err
-            )
-        current = self.hook.get_sso_settings(account_id)
-        remaining = _differences(desired, current)
-        if not remaining:
-            self.log.info("The update had landed despite the error.")
-            return current
-        self.log.warning(
-            "The update did not land (%s still differ); sending it once more.", ", ".join(remaining)
-        )
-        try:
-            return self.hook.update_sso_settings(account_id, remaining)
-        except LmsUnavailableError as err:
-            raise LmsUnavailableError(
-                f"the SSO settings of account {account_id} of {self.canvas_conn_id!r} could not be "
-                f"updated: {err}. {sorted(remaining)} were still different after the first failure; "
-                "run the task again when Canvas answers.",
-                status=err.status,
-                url=err.url,
-            ) from err
+        return result.to_dict()
 
 
 def _as_mapping(settings: Mapping[str, Any] | str) -> Mapping[str, Any]:
@@ -375,11 +300,6 @@ def _as_mapping(settings: Mapping[str, Any] | str) -> Mapping[str, Any]:
     if not isinstance(settings, Mapping):
         raise LmsConfigurationError(f"settings must be a mapping, got {type(settings).__name__}")
     return settings
-
-
-def _differences(desired: Mapping[str, str | None], actual: Mapping[str, Any]) -> dict[str, str | None]:
-    """The desired keys whose value Canvas does not have (unset, None and "" are the same)."""
-    return {key: value for key, value in desired.items() if (actual.get(key) or None) != value}
 
 
 def summarize_accounts(accounts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

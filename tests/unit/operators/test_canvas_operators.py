@@ -21,6 +21,7 @@ from airflow_provider_canvas.hooks.canvas import (
     SCOPE_LIST_ACCOUNTS,
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
+    CanvasHook,
     normalize_account_id,
     validate_sso_settings,
 )
@@ -36,12 +37,20 @@ DAGS = Path(__file__).parents[3] / "dags"
 UNSET = dict.fromkeys(("login_handle_name", "change_password_url", "auth_discovery_url", "unknown_user_url"))
 WANTED = {"auth_discovery_url": "https://login-test.example.edu/d"}
 PUT_FAILED = LmsUnavailableError("PUT x: HTTP 502 (Bad Gateway)", status=502, url="x")
+#: What the hook asks Canvas; everything else in the hook runs.
+API_CALLS = ("extra", "close", "get_account", "list_accounts", "list_sub_accounts", "get_sso_settings")
+API_CALLS += ("update_sso_settings",)
 
 
 @pytest.fixture
 def hook(mocker) -> Any:
-    """The CanvasHook the operators make, replaced by a mock of a root account 1."""
-    hook = mocker.patch("airflow_provider_canvas.operators.canvas.CanvasHook").return_value
+    """The CanvasHook the operators make, its API calls answered by a mock of a root account 1.
+
+    The hook's own logic (SSO reconciliation) runs for real on those answers.
+    """
+    hook = mocker.MagicMock()
+    for name in API_CALLS:
+        mocker.patch.object(CanvasHook, name, getattr(hook, name))
     hook.extra.return_value = None
     hook.get_account.return_value = {"id": 1, "name": "Root", "parent_account_id": None}
     hook.get_sso_settings.return_value = {**UNSET, "auth_discovery_url": "https://login.example.edu/d"}
@@ -384,3 +393,16 @@ def test_inventory_dag_renders_a_dated_path_per_run(hook):
     assert task.account_id == "sis_account_id:UNIV"
     assert task.output_path == "s3://bucket/canvas/canvas_accounts_20260302T060000.jsonl"
     assert task.output_conn_id == ""  # "no connection": the default for the URL's scheme
+
+
+def test_the_hook_reports_a_reconciliation_as_data(hook):
+    result = CanvasHook("canvas_test").reconcile_sso_settings("1", WANTED)
+
+    assert (result.conn_id, result.account_id, result.changed, result.dry_run) == (
+        "canvas_test",
+        1,
+        True,
+        False,
+    )
+    assert result.changes == WANTED and result.after["auth_discovery_url"] == WANTED["auth_discovery_url"]
+    assert result.to_dict()["before"] == {**UNSET, "auth_discovery_url": "https://login.example.edu/d"}
