@@ -57,6 +57,14 @@ class BrightspaceHook(LmsHook):
     0.2), ``scopes``, ``lp_version``, ``bds_api`` (``datasets``, ``dataExport`` or ``auto``: by
     ``lp_version``),
     ``expiry_buffer_seconds``, ``lock_conn_id``.
+
+    :param conn_id: a ``brightspace`` connection; default ``brightspace_default`` (also as
+        ``brightspace_conn_id=``).
+    :param timeout: (connect, read) seconds of every request.
+    :param max_retries: retries of connection errors, 5xx answers to reads and throttled requests.
+        A token request that may have reached Brightspace is never sent again.
+    :param backoff_seconds: the first retry's wait, doubled for each further retry (with jitter).
+    :param max_backoff_seconds: the longest wait between two retries.
     """
 
     conn_name_attr = "brightspace_conn_id"

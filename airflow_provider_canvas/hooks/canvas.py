@@ -64,6 +64,12 @@ class CanvasHook(LmsHook):
 
     host: the Canvas base URL; login/password: developer key ID and secret; extra: tokens
     (kept up to date by the hook), ``scopes``, ``expiry_buffer_seconds``, ``lock_conn_id``.
+
+    :param conn_id: a ``canvas`` connection; default ``canvas_default`` (also as ``canvas_conn_id=``).
+    :param timeout: (connect, read) seconds of every request.
+    :param max_retries: retries of connection errors, 5xx answers to reads and throttled requests.
+    :param backoff_seconds: the first retry's wait, doubled for each further retry (with jitter).
+    :param max_backoff_seconds: the longest wait between two retries.
     """
 
     conn_name_attr = "canvas_conn_id"

@@ -96,12 +96,17 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
 
     Each data set is an Asset (``data_set_asset(location, name)``) in ``outlets``; its event's extra
     says how many extracts arrived (``new_extracts``) and describes the newest. With a templated
-    ``data_sets`` the assets are added through an AssetAlias at run time.
+    ``data_sets`` or ``location`` the assets are added through an AssetAlias at run time.
+
+    :param data_sets: data set names, a list or a template rendering to one (templated).
+    :param location: a local folder or an ObjectStoragePath (templated).
+    :param brightspace_conn_id: the ``brightspace`` connection (templated).
+    :param full: ``first_run`` or ``newer`` (templated).
 
     Returns (XCom) ``{data set: [pulled extract, ...]}`` with relative file names and metadata.
     """
 
-    template_fields: Sequence[str] = ("data_sets", "full")
+    template_fields: Sequence[str] = ("brightspace_conn_id", "data_sets", "location", "full")
     #: OAuth scopes the calls need (the listing scope depends on the connection's ``bds_api``).
     required_scopes: tuple[str, ...] = (SCOPE_BDS_LIST, SCOPE_BDS_LIST_LEGACY, SCOPE_BDS_DOWNLOAD)
 
@@ -119,8 +124,10 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
     ) -> None:
         self.alias: AssetAlias | None = None
         if "outlets" not in kwargs:
-            if _is_template(data_sets):
-                self.alias = AssetAlias(name=f"brightspace-data-sets:{location_uri(location)}")
+            if _is_template(data_sets) or _is_template(location):
+                # The assets are known once rendered; the alias is named by the text as written.
+                where = location if _is_template(location) else location_uri(location)
+                self.alias = AssetAlias(name=f"brightspace-data-sets:{where}")
                 kwargs["outlets"] = [self.alias]
             else:
                 kwargs["outlets"] = [data_set_asset(location, name) for name in _names(data_sets)]
@@ -219,7 +226,7 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
     (``deleted_rows="delete"``) or kept with the flag (``"flag"``). Loading again does nothing.
     """
 
-    template_fields: Sequence[str] = ("data_sets", "schema")
+    template_fields: Sequence[str] = ("postgres_conn_id", "data_sets", "location", "schema")
     required_scopes: tuple[str, ...] = ()  # reads local files and PostgreSQL only
 
     def __init__(
@@ -307,7 +314,7 @@ class BrightspaceAdvancedDataSetOperator(BaseOperator):
     Returns (XCom) the job id, data set, destination and size.
     """
 
-    template_fields: Sequence[str] = ("data_set", "filters", "destination")
+    template_fields: Sequence[str] = ("brightspace_conn_id", "data_set", "filters", "destination")
     required_scopes: tuple[str, ...] = (SCOPE_ADS_LIST, SCOPE_ADS_CREATE, SCOPE_ADS_FETCH, SCOPE_ADS_DOWNLOAD)
 
     def __init__(
