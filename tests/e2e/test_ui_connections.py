@@ -68,6 +68,7 @@ def emulator() -> Iterator[LmsEmulator]:
 
 
 def shot(page: object, name: str) -> None:
+    page.wait_for_timeout(700)  # accordions and toasts animate in: picture them settled
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
