@@ -53,8 +53,11 @@ def emulator() -> Iterator[LmsEmulator]:
         yield emu
 
 
-def _refresh_in_eight_tasks(airflow: LocalAirflow, emulator: LmsEmulator, conn_id: str) -> None:
-    """8 parallel tasks on one Brightspace connection with an expired token: one refresh, saved."""
+def _run_eight_tasks(airflow: LocalAirflow, emulator: LmsEmulator, conn_id: str) -> tuple[str, str]:
+    """8 parallel tasks on one Brightspace connection with an expired token, all green.
+
+    Returns the refresh token the connection started with, and the run id.
+    """
     issued = emulator.brightspace.issue_tokens(CLIENT_ID)
     extra = emulator.connection_extra("brightspace", issued, expired=True)
     airflow.add_connection(
@@ -64,6 +67,12 @@ def _refresh_in_eight_tasks(airflow: LocalAirflow, emulator: LmsEmulator, conn_i
     state = airflow.wait_for_run(DAG_ID, run_id, timeout=240)
     instances = airflow.task_instances(DAG_ID, run_id)
     assert state == "success", [(ti["map_index"], ti["state"]) for ti in instances]
+    return issued.refresh_token, run_id
+
+
+def _refresh_in_eight_tasks(airflow: LocalAirflow, emulator: LmsEmulator, conn_id: str) -> None:
+    """8 parallel tasks on one Brightspace connection with an expired token: one refresh, saved."""
+    first_refresh_token, run_id = _run_eight_tasks(airflow, emulator, conn_id)
     results = [airflow.xcom(DAG_ID, run_id, "call_api", map_index=index) for index in range(8)]
     assert all(result["orm_blocked"] for result in results), "tasks must run with the ORM blocked"
     assert sum(result["refreshes"] for result in results) == 1
@@ -71,7 +80,7 @@ def _refresh_in_eight_tasks(airflow: LocalAirflow, emulator: LmsEmulator, conn_i
     assert emulator.consumed_presentations("brightspace") == 0
 
     saved = airflow.get_connection(conn_id)["extra_dejson"]
-    assert saved["refresh_token"] != issued.refresh_token  # the rotated token is the one stored
+    assert saved["refresh_token"] != first_refresh_token  # the rotated token is the one stored
     assert pendulum.parse(saved["expires_at"]) > pendulum.now("UTC").add(minutes=50)
 
     # Airflow's audit log names who made each update: the writer, never the admin.
@@ -135,22 +144,14 @@ def test_with_no_api_credentials_at_all_tasks_succeed_and_the_tokens_survive(
     airflow, _ = fab_airflow
     airflow.api("DELETE", "/connections/airflow_api", ok=(204, 404))
     conn_id = "brightspace_fab_no_api"
-    issued = emulator.brightspace.issue_tokens(CLIENT_ID)
-    extra = emulator.connection_extra("brightspace", issued, expired=True)
-    airflow.add_connection(
-        conn_id, "brightspace", host=emulator.url, login=CLIENT_ID, password=CLIENT_SECRET, extra=extra
-    )
-    run_id = airflow.trigger(DAG_ID, {"conn_id": conn_id, "platform": "brightspace", "separate_hosts": False})
-    state = airflow.wait_for_run(DAG_ID, run_id, timeout=240)
-    instances = airflow.task_instances(DAG_ID, run_id)
 
     # FAB refuses the write-back (401: no credentials), yet no task fails and no token is lost.
-    assert state == "success", [(ti["map_index"], ti["state"]) for ti in instances]
+    first_refresh_token, run_id = _run_eight_tasks(airflow, emulator, conn_id)
     assert emulator.refresh_count("brightspace") == 1
     assert emulator.consumed_presentations("brightspace") == 0
     central = json.loads(airflow.get_variable(f"canvas_provider_tokens__{conn_id}"))
-    assert central["refresh_token"] != issued.refresh_token  # the live chain is in the central copy
-    assert airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"] == issued.refresh_token
+    assert central["refresh_token"] != first_refresh_token  # the live chain is in the central copy
+    assert airflow.get_connection(conn_id)["extra_dejson"]["refresh_token"] == first_refresh_token
     logs = "".join(airflow.task_log(DAG_ID, run_id, "call_api", map_index=i) for i in range(8))
     for index in range(8):  # each task says it once: one refreshed, the others tried to catch up
         log = airflow.task_log(DAG_ID, run_id, "call_api", map_index=index)
