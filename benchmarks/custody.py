@@ -22,7 +22,7 @@ from airflow_provider_canvas.testing.postgres import (
     configured_server,
     fresh_postgres_database,
 )
-from benchmarks._harness import CaseReport, Table, Target, Workspace, fmt, progress
+from benchmarks._harness import CaseReport, Table, Workspace, fmt, progress
 
 DAG_ID = "bench_token_custody"
 DAG = """
@@ -50,7 +50,6 @@ def bench_token_custody():
 
 bench_token_custody()
 """
-TARGET_SECONDS = 0.25  # p99 of response -> durable copy on this 2-core machine
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -112,9 +111,8 @@ def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
         "custody: TokenLifecycle.custody_seconds (local rescue file, then Variable.set through the "
         "Execution API); saved: hook.keep_alive() from start to the read-back of the PATCHed connection"
     )
-    p99 = _percentile(custody, 0.99)
-    targets = [Target("p99 token response -> durable copy", f"{fmt(p99)} ms", p99 / 1000 <= TARGET_SECONDS)]
-    return CaseReport([table], targets, raw={"custody_ms": custody, "saved_ms": saved})
+    # No target: the window is what it is (one Execution API round trip); it is reported, not judged.
+    return CaseReport([table], [], raw={"custody_ms": custody, "saved_ms": saved})
 
 
 def _quantiles() -> list[Any]:
@@ -128,4 +126,4 @@ if __name__ == "__main__":
         report = run(bench_workspace, quick="--quick" in sys.argv, reps=1)
     for result in report.tables:
         print(result.render())
-    print(Path(__file__).name, [f"{t.name}: {t.measured} ({t.verdict()})" for t in report.targets])
+    print(Path(__file__).name, "done")
