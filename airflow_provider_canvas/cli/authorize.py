@@ -26,10 +26,16 @@ from airflow_provider_canvas.cli import HOOK_CLASSES
 from airflow_provider_canvas.cli.scopes import brightspace_covers, report_for
 from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
 from airflow_provider_canvas.hooks.base import LmsHook
-from airflow_provider_canvas.hooks.brightspace import DEFAULT_SCOPES, DEFAULT_TOKEN_URL, TOKEN_URL_KEY
+from airflow_provider_canvas.hooks.brightspace import (
+    DEFAULT_SCOPES,
+    DEFAULT_TOKEN_URL,
+    LEGACY_TOKEN_URL_KEY,
+    TOKEN_URL_KEY,
+    stored_token_url,
+)
 from airflow_provider_canvas.hooks.connection_checks import check_base_url, is_loopback, parse_scopes
 from airflow_provider_canvas.tokens import metadata
-from airflow_provider_canvas.tokens.model import MASKED, TokenSet, extra_value, is_token_key
+from airflow_provider_canvas.tokens.model import TokenSet, extra_value, is_token_key
 
 DEFAULT_SECRET_ENV = "CANVAS_OAUTH_CLIENT_SECRET"
 
@@ -103,10 +109,10 @@ def resolve_settings(
     scopes = _scopes(platform, extra, scopes, scopes_from_dags, all_operator_scopes)
     extra.update({"redirect_uri": redirect_uri, "scopes": " ".join(scopes)})
     if platform == "brightspace":
-        # A 0.1 connection holds it as ``token_url``, possibly the ``***`` its form saved for the default.
-        legacy_keys = (TOKEN_URL_KEY, "token_url", "extra__brightspace__token_url")
-        stored = [extra.pop(key, None) for key in legacy_keys]
-        stored_url = next((url for url in stored if url and url != MASKED), DEFAULT_TOKEN_URL)
+        stored_url = stored_token_url(extra)
+        for key in (LEGACY_TOKEN_URL_KEY, TOKEN_URL_KEY):  # the current key only, from here on
+            extra.pop(key, None)
+            extra.pop(f"extra__brightspace__{key}", None)
         extra[TOKEN_URL_KEY] = check_base_url("the token URL", token_url or stored_url, DEFAULT_TOKEN_URL)
     elif token_url:
         raise LmsConfigurationError(

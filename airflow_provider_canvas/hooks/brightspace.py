@@ -35,6 +35,20 @@ DEFAULT_SCOPES: str = extra_defaults("brightspace")["scopes"]
 #: field whose name holds "token", so the form showed (and saved) ``***``. That key is still read.
 TOKEN_URL_KEY = "oauth_url"
 LEGACY_TOKEN_URL_KEY = "token_url"
+
+
+def stored_token_url(extra: Mapping[str, Any]) -> str:
+    """The token endpoint a connection's extra names (``oauth_url``, or 0.1's ``token_url``), else D2L's.
+
+    ``***`` is what the 0.1 form saved for the masked default: it means the default.
+    """
+    for key in (TOKEN_URL_KEY, LEGACY_TOKEN_URL_KEY):
+        value = extra_value(extra, "brightspace", key)
+        if value and value != MASKED:
+            return str(value)
+    return DEFAULT_TOKEN_URL
+
+
 DEFAULT_LP_VERSION: str = extra_defaults("brightspace")["lp_version"]
 #: From this LP version on, data sets are listed through ``datasets/bds`` (D2L's own Data Hub
 #: walkthrough uses 1.43); older versions use ``dataExport/bds``. The ``bds_api`` extra overrides.
@@ -79,20 +93,13 @@ class BrightspaceHook(LmsHook):
 
     @property
     def token_url(self) -> str:
-        return self._token_url(self.connection.extra_dejson)
-
-    def _token_url(self, extra: Mapping[str, Any]) -> str:
-        for key in (TOKEN_URL_KEY, LEGACY_TOKEN_URL_KEY):
-            value = extra_value(extra, self.platform, key)
-            if value and value != MASKED:  # MASKED: what the 0.1 form saved for the default
-                return str(value)
-        return DEFAULT_TOKEN_URL
+        return stored_token_url(self.connection.extra_dejson)
 
     def _check_connection(self, conn: Any) -> None:
         super()._check_connection(conn)
         # Checked as it will be used: a legacy ``token_url`` that the 0.1 form saved as ``***`` is refused.
         where = f"the token URL (oauth_url) of {self.conn_label}"
-        check_base_url(where, self._token_url(conn.extra_dejson), DEFAULT_TOKEN_URL)
+        check_base_url(where, stored_token_url(conn.extra_dejson), DEFAULT_TOKEN_URL)
 
     @property
     def refresh_scope(self) -> str:
