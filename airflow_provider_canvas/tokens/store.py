@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pendulum
@@ -117,33 +117,30 @@ class TokenStore:
 
     def keep_central(self, tokens: TokenSet) -> None:
         """Write the durable copy every worker reads back; raises if the Variable cannot be written."""
-        spent = self.central if self.central and self.central.spent else None
-        copy = CentralCopy(
-            tokens,
-            based_on=fingerprint(self._connection_tokens.refresh_token),
-            written_by=worker_name(),
-            written_at=pendulum.now("UTC").to_iso8601_string(),
-            spent=spent.spent if spent else None,
-            spent_by=spent.spent_by if spent else None,
-            spent_at=spent.spent_at if spent else None,
+        self._write_central(
+            replace(
+                self.central or CentralCopy(TokenSet()),  # a spent refresh token stays recorded
+                tokens=tokens,
+                based_on=fingerprint(self._connection_tokens.refresh_token),
+                written_by=worker_name(),
+                written_at=pendulum.now("UTC").to_iso8601_string(),
+            )
         )
-        metadata.set_variable(self.variable_key, copy.dump())
-        self.central = copy
 
     def mark_spent(self, refresh_token: str | None) -> None:
         """Remember in the central copy that the server refused this refresh token as used."""
-        current = self.load_central() or CentralCopy(TokenSet())
-        spent = CentralCopy(
-            current.tokens,
-            based_on=current.based_on,
-            written_by=current.written_by,
-            written_at=current.written_at,
-            spent=fingerprint(refresh_token),
-            spent_by=worker_name(),
-            spent_at=pendulum.now("UTC").to_iso8601_string(),
+        self._write_central(
+            replace(
+                self.load_central() or CentralCopy(TokenSet()),
+                spent=fingerprint(refresh_token),
+                spent_by=worker_name(),
+                spent_at=pendulum.now("UTC").to_iso8601_string(),
+            )
         )
-        metadata.set_variable(self.variable_key, spent.dump())
-        self.central = spent
+
+    def _write_central(self, copy: CentralCopy) -> None:
+        metadata.set_variable(self.variable_key, copy.dump())
+        self.central = copy
 
     def is_spent(self, refresh_token: str | None) -> bool:
         """Whether the last load's central copy says this refresh token was already refused as used."""
