@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_canvas.testing.local_airflow import free_port
+from airflow_provider_canvas.testing.primitives import free_port
 
 MODE_VARIABLE = "CANVAS_PROVIDER_POSTGRES"
 URL_VARIABLE = "CANVAS_PROVIDER_POSTGRES_URL"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -207,3 +208,10 @@ class EmulatorHost(Protocol):
         error: str | None = None,
         refresh_token_state: str | None = None,
     ) -> None: ...
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow, free_port
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.primitives import free_port
 
 pytestmark = pytest.mark.e2e
 

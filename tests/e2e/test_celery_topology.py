@@ -20,7 +20,8 @@ import requests
 from redis_server import RedisServer
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import REDIS_LOCK_CONN_ID, LocalAirflow
+from airflow_provider_canvas.testing.celery_hosts import REDIS_LOCK_CONN_ID
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
 from airflow_provider_canvas.testing.postgres import fresh_postgres_database
 
 pytestmark = pytest.mark.e2e

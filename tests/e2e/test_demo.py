@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_canvas.testing.local_airflow import free_port
 from airflow_provider_canvas.testing.postgres import MODE_VARIABLE, URL_VARIABLE, PostgresServer
+from airflow_provider_canvas.testing.primitives import free_port
 
 pytestmark = pytest.mark.e2e
 

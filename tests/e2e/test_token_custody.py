@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_canvas.testing import LmsEmulator
-from airflow_provider_canvas.testing.local_airflow import LocalAirflow, free_port
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
+from airflow_provider_canvas.testing.primitives import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ from airflow_provider_canvas.cli.main import main
 from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS
 from airflow_provider_canvas.operators.canvas import CanvasAccountsOperator
-from airflow_provider_canvas.testing.local_airflow import free_port
+from airflow_provider_canvas.testing.primitives import free_port
 
 CANVAS_SCOPES = [SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS]
 BRIGHTSPACE_SCOPES = ["datahub:dataexports:*"]

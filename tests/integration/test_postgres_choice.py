@@ -11,7 +11,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from airflow_provider_canvas.testing.local_airflow import free_port
 from airflow_provider_canvas.testing.postgres import (
     MODE_VARIABLE,
     URL_VARIABLE,
@@ -19,6 +18,7 @@ from airflow_provider_canvas.testing.postgres import (
     configured_server,
     postgres_server,
 )
+from airflow_provider_canvas.testing.primitives import free_port
 
 
 def test_auto_uses_the_configured_server_when_it_answers(monkeypatch, tmp_path: Path) -> None:

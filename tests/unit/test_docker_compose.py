@@ -37,7 +37,8 @@ import yaml
 from cryptography.fernet import Fernet
 
 from airflow_provider_canvas.get_provider_info import get_provider_info
-from airflow_provider_canvas.testing.local_airflow import COMPONENTS, NO_METADATA_DB, LocalAirflow
+from airflow_provider_canvas.testing.celery_hosts import NO_METADATA_DB
+from airflow_provider_canvas.testing.local_airflow import COMPONENTS, LocalAirflow
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"

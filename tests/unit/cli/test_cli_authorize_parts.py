@@ -22,7 +22,7 @@ from airflow_provider_canvas.cli.authorize import (
 )
 from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
 from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_PUT_SSO_SETTINGS
-from airflow_provider_canvas.testing.local_airflow import free_port
+from airflow_provider_canvas.testing.primitives import free_port
 
 SECRET = "the-client-secret-9f"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_canvas.testing.local_airflow import HOSTNAME_ENV, LocalAirflow, hostname_from_env
+from airflow_provider_canvas.testing.celery_hosts import HOSTNAME_ENV, hostname_from_env
+from airflow_provider_canvas.testing.local_airflow import LocalAirflow
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow_e2e_unit"
 
