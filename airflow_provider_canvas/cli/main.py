@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _authorize(args: argparse.Namespace) -> int:
-    from airflow_provider_canvas.cli.authorize import authorize, resolve_settings
+    from airflow_provider_canvas.cli.authorize import authorize
+    from airflow_provider_canvas.cli.authorize_settings import resolve_settings
 
     settings = resolve_settings(
         args.conn_id,
