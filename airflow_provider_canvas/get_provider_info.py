@@ -147,7 +147,10 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "integration-name": "D2L Brightspace",
-                "python-modules": ["airflow_provider_canvas.operators.brightspace"],
+                "python-modules": [
+                    "airflow_provider_canvas.operators.brightspace",
+                    "airflow_provider_canvas.operators.brightspace_ads",
+                ],
             },
         ],
         "triggers": [
