@@ -21,7 +21,7 @@ from airflow_provider_canvas.hooks.base import LmsHook
 from airflow_provider_canvas.hooks.brightspace_models import (
     BdsDataSet,
     BdsExtract,
-    parse_time,
+    legacy_data_sets,
 )
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
 from airflow_provider_canvas.hooks.download import DownloadedFile, StreamingDownload
@@ -196,30 +196,12 @@ class BrightspaceHook(LmsHook):
         """Every Brightspace Data Set of the instance, through the API chosen by :attr:`bds_api`."""
         if self.bds_api == "datasets":
             return [
-                self._data_set(item)
+                BdsDataSet.from_json(item)
                 for item in self._paged(self.lp_path("datasets/bds"), "Objects", "Next", SCOPE_BDS_LIST)
             ]
         return self._legacy_data_sets()
 
-    def _data_set(self, item: Mapping[str, Any]) -> BdsDataSet:
-        full = item.get("Full") or {}
-        diff = item.get("Differential") or {}
-        links = {
-            kind: part["ExtractsLink"]
-            for kind, part in (("Full", full), ("Differential", diff))
-            if part.get("ExtractsLink")
-        }
-        return BdsDataSet(
-            name=full.get("Name") or diff.get("Name") or str(item.get("SchemaId")),
-            schema_id=item.get("SchemaId"),
-            full_plugin_id=full.get("PluginId"),
-            differential_plugin_id=diff.get("PluginId"),
-            description=full.get("Description") or "",
-            extracts_links=links,
-        )
-
     def _legacy_data_sets(self) -> list[BdsDataSet]:
-        by_name: dict[str, dict[str, Any]] = {}
         entries = self._paged(
             self.lp_path("dataExport/bds"),
             "BrightspaceDataSets",
@@ -227,39 +209,7 @@ class BrightspaceHook(LmsHook):
             SCOPE_BDS_LIST_LEGACY,
             page=1,
         )
-        for entry in entries:
-            bds_type = "Full" if entry.get("FullDataSet") else "Differential"
-            slot = by_name.setdefault(
-                entry["Name"], {"description": entry.get("Description") or "", "extracts": []}
-            )
-            slot[bds_type] = entry.get("PluginId")
-            for extract in (entry, *(entry.get("PreviousDataSets") or [])):
-                if extract.get("DownloadLink") and extract.get("CreatedDate"):
-                    slot["extracts"].append(self._extract(extract, entry["Name"], bds_type))
-        return [
-            BdsDataSet(
-                name=name,
-                schema_id=None,
-                full_plugin_id=slot.get("Full"),
-                differential_plugin_id=slot.get("Differential"),
-                description=slot["description"],
-                extracts=tuple(slot["extracts"]),
-            )
-            for name, slot in by_name.items()
-        ]
-
-    def _extract(self, item: Mapping[str, Any], data_set: str, bds_type: str | None = None) -> BdsExtract:
-        size = item.get("DownloadSize")
-        return BdsExtract(
-            data_set=data_set,
-            bds_type=item.get("BdsType") or bds_type or "Full",
-            created=parse_time(item["CreatedDate"]),
-            download_link=item["DownloadLink"],
-            download_size=int(size) if size is not None else None,
-            version=item.get("Version"),
-            schema_id=item.get("SchemaId"),
-            plugin_id=item.get("PluginId"),
-        )
+        return legacy_data_sets(entries)
 
     def get_data_set(self, name: str, data_sets: Sequence[BdsDataSet] | None = None) -> BdsDataSet:
         """The data set called ``name`` (from ``data_sets`` if given, else a fresh listing)."""
@@ -293,7 +243,7 @@ class BrightspaceHook(LmsHook):
                     f"datasets/bds/{data_set.schema_id}/plugins/{plugin_id}/extracts"
                 )
                 found += [
-                    self._extract(item, data_set.name, kind)
+                    BdsExtract.from_json(item, data_set.name, kind)
                     for item in self._paged(link, "Objects", "Next", SCOPE_BDS_LIST)
                 ]
         return sorted(found, key=lambda e: e.created, reverse=True)

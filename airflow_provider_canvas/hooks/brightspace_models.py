@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,21 @@ class BdsExtract:
     schema_id: str | None = None
     plugin_id: str | None = None
 
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any], data_set: str, bds_type: str | None = None) -> BdsExtract:
+        """An extract as either listing describes it (``BdsType`` wins over the listing's own kind)."""
+        size = item.get("DownloadSize")
+        return cls(
+            data_set=data_set,
+            bds_type=item.get("BdsType") or bds_type or "Full",
+            created=parse_time(item["CreatedDate"]),
+            download_link=item["DownloadLink"],
+            download_size=int(size) if size is not None else None,
+            version=item.get("Version"),
+            schema_id=item.get("SchemaId"),
+            plugin_id=item.get("PluginId"),
+        )
+
     @property
     def is_full(self) -> bool:
         return self.bds_type == "Full"
@@ -92,6 +107,50 @@ class BdsDataSet:
     # The legacy listing carries the extracts inline; the current one links to them.
     extracts_links: dict[str, str] = field(default_factory=dict, repr=False)
     extracts: tuple[BdsExtract, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> BdsDataSet:
+        """A data set from the ``datasets/bds`` listing: its plugins and the links to their extracts."""
+        full = item.get("Full") or {}
+        diff = item.get("Differential") or {}
+        links = {
+            kind: part["ExtractsLink"]
+            for kind, part in (("Full", full), ("Differential", diff))
+            if part.get("ExtractsLink")
+        }
+        return cls(
+            name=full.get("Name") or diff.get("Name") or str(item.get("SchemaId")),
+            schema_id=item.get("SchemaId"),
+            full_plugin_id=full.get("PluginId"),
+            differential_plugin_id=diff.get("PluginId"),
+            description=full.get("Description") or "",
+            extracts_links=links,
+        )
+
+
+def legacy_data_sets(entries: Iterable[Mapping[str, Any]]) -> list[BdsDataSet]:
+    """Data sets from the ``dataExport/bds`` listing: one entry per plugin, extracts inline."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        bds_type = "Full" if entry.get("FullDataSet") else "Differential"
+        slot = by_name.setdefault(
+            entry["Name"], {"description": entry.get("Description") or "", "extracts": []}
+        )
+        slot[bds_type] = entry.get("PluginId")
+        for extract in (entry, *(entry.get("PreviousDataSets") or [])):
+            if extract.get("DownloadLink") and extract.get("CreatedDate"):
+                slot["extracts"].append(BdsExtract.from_json(extract, entry["Name"], bds_type))
+    return [
+        BdsDataSet(
+            name=name,
+            schema_id=None,
+            full_plugin_id=slot.get("Full"),
+            differential_plugin_id=slot.get("Differential"),
+            description=slot["description"],
+            extracts=tuple(slot["extracts"]),
+        )
+        for name, slot in by_name.items()
+    ]
 
 
 def parse_time(value: Any) -> pendulum.DateTime:
