@@ -100,6 +100,14 @@ class ExportJobError(LmsError):
     """An Advanced Data Sets export job failed, was deleted, expired, or did not finish in time."""
 
 
+class DapJobError(LmsError):
+    """A Canvas Data 2 (DAP) query job failed, expired, or did not finish in time."""
+
+
+class DapObjectError(LmsError):
+    """A Canvas Data 2 object could not be downloaded whole, or is not intact gzip; nothing was kept."""
+
+
 class ExtractFormatError(LmsError, ValueError):
     """The extract is not a ZIP holding one well-formed CSV (corrupt, truncated, unexpected content)."""
 

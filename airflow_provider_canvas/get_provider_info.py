@@ -63,6 +63,14 @@ CONN_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
             default="auto",
         ),
     },
+    # Canvas Data 2 (Instructure DAP): client credentials only, so no token fields.
+    "canvas_data": {
+        "namespace": _text(
+            "Namespace",
+            "The DAP namespace operators use unless they name one: canvas, canvas_logs, catalog, new_quizzes.",
+            default="canvas",
+        ),
+    },
 }
 
 
@@ -117,6 +125,25 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
             },
+            {
+                "connection-type": "canvas_data",
+                "hook-class-name": "airflow_provider_canvas.hooks.canvas_data.CanvasDataHook",
+                "hook-name": "Canvas Data 2 (DAP)",
+                "conn-fields": CONN_FIELDS["canvas_data"],
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "host": "API URL",
+                        "login": "DAP client ID",
+                        "password": "DAP client secret",
+                    },
+                    "placeholders": {
+                        "host": "https://api-gateway.instructure.com (the default when empty)",
+                        "login": "From identity.instructure.com, e.g. us-east-1#0123abcd-...",
+                        "password": "DAP client secret",
+                    },
+                },
+            },
         ],
         "integrations": [
             {
@@ -129,6 +156,11 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://docs.valence.desire2learn.com/",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "Canvas Data 2",
+                "external-doc-url": "https://developerdocs.instructure.com/services/dap",
+                "tags": ["software"],
+            },
         ],
         "hooks": [
             {
@@ -138,6 +170,13 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": ["airflow_provider_canvas.hooks.brightspace"],
+            },
+            {
+                "integration-name": "Canvas Data 2",
+                "python-modules": [
+                    "airflow_provider_canvas.hooks.canvas_data",
+                    "airflow_provider_canvas.hooks.canvas_data_async",
+                ],
             },
         ],
         "operators": [
@@ -152,11 +191,19 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_canvas.operators.brightspace_ads",
                 ],
             },
+            {
+                "integration-name": "Canvas Data 2",
+                "python-modules": ["airflow_provider_canvas.operators.canvas_data"],
+            },
         ],
         "triggers": [
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": ["airflow_provider_canvas.triggers.brightspace"],
+            },
+            {
+                "integration-name": "Canvas Data 2",
+                "python-modules": ["airflow_provider_canvas.triggers.canvas_data"],
             },
         ],
         "config": {
