@@ -37,6 +37,7 @@ def load_dag(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DAG
         ("canvas_account_inventory.py", "create the connection 'canvas_default' (type canvas"),
         ("brightspace_data_sets_pull.py", "create the connection 'brightspace_warehouse' (type postgres"),
         ("lms_token_keepalive.py", "create the connection 'brightspace_default' (type brightspace"),
+        ("canvas_data_2_sync.py", "create the connection 'canvas_data_default' (type canvas_data"),
     ],
 )
 def test_an_unconfigured_example_dag_skips_with_what_to_set(dag_file, to_set, capfd, tmp_path, monkeypatch):

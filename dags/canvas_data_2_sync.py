@@ -1,0 +1,82 @@
+"""Sync Canvas Data 2 tables from Instructure's Data Access Platform (DAP) every 4 hours.
+
+DAP refreshes its data about every 4 hours. The ``pull`` task starts one DAP job per table (a
+snapshot the first time, then incrementals from the last watermark), waits for them in the
+triggerer without holding a worker slot, and writes each table's verified gzip JSON Lines batches
+and ``state.json`` under ``CANVAS_DATA_LOCATION/<namespace>/<table>/``. A failed job, an expired
+download URL or DAP's job-creation limit (about 5 a minute) ends with a message naming the table;
+the next run goes on from the last recorded watermark.
+
+Each table is an Asset: schedule a downstream DAG on
+``canvas_data_asset(LOCATION, "canvas", "users")`` to run after new users data arrives.
+Needs the ``canvas_data_default`` connection (type canvas_data: the DAP client ID and secret).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator
+from airflow_provider_canvas.setup_check import skip_unless_configured
+
+LOCATION = os.environ.get("CANVAS_DATA_LOCATION", "/opt/airflow/data/canvas_data")
+#: Seconds between two looks at the DAP jobs (jobs take minutes on DAP; the demo's emulator seconds).
+POLL_SECONDS = float(os.environ.get("CANVAS_DATA_POLL_SECONDS", "30"))
+CANVAS_DATA_CONN_ID = "canvas_data_default"
+WAREHOUSE_CONN_ID = "canvas_data_warehouse"
+NAMESPACE = "canvas"
+TABLES = ["accounts", "users", "courses", "enrollments"]
+
+with DAG(
+    dag_id="canvas_data_2_sync",
+    schedule=timedelta(hours=4),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    # One pull at a time: each table's state.json is read, extended and written back.
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
+    tags=["canvas", "canvas-data-2"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def check_setup() -> None:
+        """With no DAP connection yet, the run skips and says what to create."""
+        skip_unless_configured(
+            connections={
+                CANVAS_DATA_CONN_ID: "type canvas_data: the DAP client ID and secret",
+            }
+        )
+
+    pull = CanvasDataPullOperator(
+        task_id="pull",
+        tables=TABLES,
+        namespace=NAMESPACE,
+        location=LOCATION,
+        canvas_data_conn_id=CANVAS_DATA_CONN_ID,
+        deferrable=True,
+        poll_interval=POLL_SECONDS,
+        job_timeout=timedelta(hours=3),
+    )
+    check_setup() >> pull
+
+    # TODO(lead): load each pulled table into PostgreSQL once dap-load's operator is merged:
+    #
+    #   from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
+    #
+    #   for table in TABLES:
+    #       pull >> CanvasDataLoadOperator(
+    #           task_id=f"load_{table}",
+    #           namespace=NAMESPACE,
+    #           table=table,
+    #           location=LOCATION,
+    #           postgres_conn_id=WAREHOUSE_CONN_ID,
+    #           schema="canvas_data",
+    #       )
+    #
+    # and add WAREHOUSE_CONN_ID ("type postgres: the database the tables are loaded into") to
+    # check_setup's connections.
