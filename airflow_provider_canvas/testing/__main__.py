@@ -46,8 +46,15 @@ Seed document (every key optional):
         "ads_data_sets": [{"name": "Learner Usage", "columns": ["OrgUnitId", "Logins"], "rows_count": 100,
                            "filters": [{"Name": "startDate"}]}],
         "revoke_family_on_reuse": true, "ads_job_seconds": 3
+      },
+      "canvas_data": {
+        "clients": [{"client_id": "us-east-1#dap-client", "client_secret": "s3cret"}],
+        "seed": 7, "rows": {"users": 500}, "job_polls": 2, "job_min_seconds": 0
       }
     }
+
+With "canvas_data" (or --dap-port) the Canvas Data 2 (DAP) emulator runs too, on its own port
+(--dap-port, default 0: a free one) with its own presigned-URL host; its URLs go to the tokens file.
 
 `--issued-tokens-out` receives (mode 0600, replaced atomically) the URLs and every pre-issued token,
 keyed by platform and token name, so a demo can put them into Airflow connections.
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "resolve to an address of this machine",
     )
     parser.add_argument("--seed", help="seed JSON file")
+    parser.add_argument("--dap-port", type=int, default=None, help="also serve the DAP emulator here")
     parser.add_argument("--issued-tokens-out", help="write URLs and pre-issued tokens here (mode 0600)")
     parser.add_argument("--access-token-ttl", type=int, default=None)
     parser.add_argument("--log-level", default="INFO")
@@ -117,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
+    dap = _start_dap(args, seed)
     emulator.start()
     try:
         if args.issued_tokens_out:
@@ -131,14 +140,36 @@ def main(argv: list[str] | None = None) -> int:
                     name: _tokens_json(tokens, client_ids[name], token_urls[platform])
                     for name, tokens in by_name.items()
                 }
+            if dap is not None:
+                payload["canvas_data"] = {"url": dap.url, "signed_url": dap.signed_url}
             write_private_json(args.issued_tokens_out, payload)
         log.info("LMS emulator listening on %s (signed downloads on %s)", emulator.url, emulator.signed_url)
+        if dap is not None:
+            log.info("DAP emulator listening on %s (presigned objects on %s)", dap.url, dap.signed_url)
         while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
             pass
     finally:
         emulator.stop()
+        if dap is not None:
+            dap.stop()
         log.info("LMS emulator stopped")
     return 0
+
+
+def _start_dap(args: argparse.Namespace, seed: dict[str, Any]) -> Any:
+    """The Canvas Data 2 emulator of the seed's ``canvas_data`` part, started; None without one."""
+    if "canvas_data" not in seed and args.dap_port is None:
+        return None
+    from airflow_provider_canvas.testing.dap import DapEmulator
+
+    part = seed.get("canvas_data") or {}
+    dap = DapEmulator(args.host, args.dap_port or 0, seed=int(part.get("seed", 7)), rows=part.get("rows"))
+    dap.request_log_level = logging.INFO
+    dap.job_polls = int(part.get("job_polls", dap.job_polls))
+    dap.job_min_seconds = float(part.get("job_min_seconds", 0))
+    for client in part.get("clients", []):
+        dap.register_client(client["client_id"], client["client_secret"])
+    return dap.start()
 
 
 if __name__ == "__main__":
