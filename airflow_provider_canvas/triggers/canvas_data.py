@@ -68,6 +68,10 @@ class CanvasDataJobsTrigger(BaseTrigger):
         done: set[str] = set()
         transient = 0
         async with CanvasDataAsyncHook(self.conn_id) as hook:
+            # The operator saw every job unfinished just now: the first look comes one interval
+            # later. That also lets the deferring worker exit first: Airflow 3.3 fails a task whose
+            # trigger fires before the executor has seen that worker end (seen in the demo).
+            await asyncio.sleep(self._first_wait())
             while True:
                 for job_id in [j for j in self.job_ids if j not in done]:
                     left = self._left()
@@ -102,6 +106,10 @@ class CanvasDataJobsTrigger(BaseTrigger):
                     yield self._timeout(jobs, done)
                     return
                 await asyncio.sleep(self.poll_interval if left is None else min(self.poll_interval, left))
+
+    def _first_wait(self) -> float:
+        left = self._left()
+        return self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
 
     def _timeout(self, jobs: dict[str, Any], done: set[str]) -> TriggerEvent:
         waiting = [j for j in self.job_ids if j not in done]
