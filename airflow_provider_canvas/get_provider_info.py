@@ -67,7 +67,7 @@ CONN_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
     "canvas_data": {
         "namespace": _text(
             "Namespace",
-            "The DAP namespace operators use unless they name one: canvas, canvas_logs, catalog, new_quizzes.",
+            "The DAP namespace used unless an operator names one: canvas, canvas_logs, catalog, new_quizzes.",
             default="canvas",
         ),
     },

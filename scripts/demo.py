@@ -1,6 +1,7 @@
 """The demo: every example DAG on a real local Airflow against the emulator, then a short report.
 
-Starts two Canvas/Brightspace emulators (a "test" and a "beta" instance) and a local Airflow
+Starts two Canvas/Brightspace emulators (a "test" and a "beta" instance), a Canvas Data 2 (DAP)
+emulator and a local Airflow
 (scheduler, dag-processor, triggerer, api-server; SQLite, LocalExecutor) in ``.demo/``, creates
 connections whose access tokens have expired, triggers every example DAG, waits, prints what
 happened and stops everything it started. Brightspace Data Sets are loaded into a fresh
@@ -21,6 +22,8 @@ from typing import Any
 import psycopg
 
 from airflow_provider_canvas.testing import LmsEmulator
+from airflow_provider_canvas.testing.dap import DapEmulator
+from airflow_provider_canvas.testing.dap_jobs import CallLimit
 from airflow_provider_canvas.testing.local_airflow import LocalAirflow
 from airflow_provider_canvas.testing.postgres import fresh_postgres_database, postgres_server
 
@@ -50,7 +53,9 @@ DEMO_RUNS: dict[str, dict[str, Any]] = {
     "canvas_account_inventory": {"canvas_conn_id": "canvas_default", "output_dir": str(WORK / "inventory")},
     "canvas_sso_settings_restore": {"instances": SSO_INSTANCES},
     "brightspace_data_sets_pull": {"data_sets": DATA_SETS, "schema": "brightspace"},
+    "canvas_data_2_sync": {},
 }
+DAP_CLIENT_ID, DAP_CLIENT_SECRET = "us-east-1#demo-dap-client", "demo-dap-client-secret"
 
 
 def _seed(emulator: LmsEmulator, accounts: int) -> None:
@@ -104,6 +109,13 @@ def _report_outputs(airflow: LocalAirflow, triggered: dict[str, str], database_u
         for table in ("users", "org_units", "user_enrollments"):
             rows = db.execute(f"SELECT count(*) FROM brightspace.{table}").fetchone()[0]
             print(f"  PostgreSQL brightspace.{table}: {rows} rows")
+    # Unpausing the DAG also made its scheduled run: both pulled, one the snapshot, one an incremental.
+    runs = airflow.api("GET", "/dags/canvas_data_2_sync/dagRuns").json()["dag_runs"]
+    pulls = [airflow.xcom("canvas_data_2_sync", run["dag_run_id"], "pull") for run in runs]
+    for table in sorted(pulls[0]):
+        kinds = "+".join(sorted((p[table]["kind"] for p in pulls), reverse=True))  # snapshot first
+        records = sum(p[table]["records"] for p in pulls)
+        print(f"  Canvas Data 2 canvas.{table}: {kinds} batches, {records} records")
 
 
 def main() -> int:
@@ -114,15 +126,27 @@ def main() -> int:
     with (
         LmsEmulator() as emulator,
         LmsEmulator() as beta,
+        DapEmulator() as dap,
         postgres_server(WORK / "postgres") as postgres,
         fresh_postgres_database(postgres) as warehouse_url,
     ):
         _seed(emulator, accounts=2000)
         _seed(beta, accounts=10)
+        dap.register_client(DAP_CLIENT_ID, DAP_CLIENT_SECRET)
+        # Jobs take 10 s, so the pull visibly waits in the triggerer. DAP allows 5 job creations a
+        # minute; the emulator's window is 10 s here so the demo's second run is throttled only briefly.
+        dap.job_min_seconds = 10
+        dap.job_creation = CallLimit(5, 10.0)
         print(f"emulators: {emulator.url} (test instance), {beta.url} (beta instance)")
         print(f"postgres:  {postgres.address} ({postgres.description})")
         airflow = LocalAirflow(
-            WORK / "airflow", ROOT / "dags", extra_env={"BRIGHTSPACE_BDS_LOCATION": str(WORK / "bds")}
+            WORK / "airflow",
+            ROOT / "dags",
+            extra_env={
+                "BRIGHTSPACE_BDS_LOCATION": str(WORK / "bds"),
+                "CANVAS_DATA_LOCATION": str(WORK / "canvas_data"),
+                "CANVAS_DATA_POLL_SECONDS": "1",
+            },
         )
         with airflow:
             print(f"airflow:   {airflow.api_url} (logs in {airflow.home / 'logs'})")
@@ -130,6 +154,14 @@ def main() -> int:
                 _connect(airflow, emulator, platform, f"{platform}_default")
             _connect(airflow, emulator, "canvas", "canvas_test")
             _connect(airflow, beta, "canvas", "canvas_beta")
+            airflow.add_connection(
+                "canvas_data_default",
+                "canvas_data",
+                host=dap.url,
+                login=DAP_CLIENT_ID,
+                password=DAP_CLIENT_SECRET,
+                extra={"namespace": "canvas"},
+            )
             warehouse = postgres.connection_fields(warehouse_url.rsplit("/", 1)[1])
             airflow.api(
                 "POST",
