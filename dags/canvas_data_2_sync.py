@@ -27,7 +27,6 @@ LOCATION = os.environ.get("CANVAS_DATA_LOCATION", "/opt/airflow/data/canvas_data
 #: Seconds between two looks at the DAP jobs (jobs take minutes on DAP; the demo's emulator seconds).
 POLL_SECONDS = float(os.environ.get("CANVAS_DATA_POLL_SECONDS", "30"))
 CANVAS_DATA_CONN_ID = "canvas_data_default"
-WAREHOUSE_CONN_ID = "canvas_data_warehouse"
 NAMESPACE = "canvas"
 TABLES = ["accounts", "users", "courses", "enrollments"]
 
@@ -74,9 +73,9 @@ with DAG(
     #           namespace=NAMESPACE,
     #           table=table,
     #           location=LOCATION,
-    #           postgres_conn_id=WAREHOUSE_CONN_ID,
+    #           postgres_conn_id="canvas_data_warehouse",
     #           schema="canvas_data",
     #       )
     #
-    # and add WAREHOUSE_CONN_ID ("type postgres: the database the tables are loaded into") to
-    # check_setup's connections.
+    # and add "canvas_data_warehouse" ("type postgres: the database the tables are loaded into") to
+    # check_setup's connections, and to deploy/init_connections.py for the compose stack.

@@ -111,6 +111,17 @@ def lms_connections(
     return specs
 
 
+def canvas_data_connections(seed: dict[str, Any], issued: dict[str, Any]) -> list[dict[str, Any]]:
+    """``canvas_data_default`` on the DAP emulator: client credentials only, no tokens to pre-issue."""
+    dap = issued.get("canvas_data")
+    clients = (seed.get("canvas_data") or {}).get("clients") or []
+    if not dap or not clients:
+        return []
+    spec = {"conn_id": "canvas_data_default", "conn_type": "canvas_data", "host": dap["url"]}
+    spec |= {"login": clients[0]["client_id"], "password": clients[0]["client_secret"]}
+    return [{**spec, "extra": {"namespace": "canvas"}}]
+
+
 def postgres_connections(
     metadata_url: str, lock_database: str, warehouse_database: str
 ) -> list[dict[str, Any]]:
@@ -237,6 +248,7 @@ def main() -> int:
     api_conn_id = conf.get("canvas_provider", "airflow_api_conn_id", fallback="airflow_api")
     specs = [
         *lms,
+        *canvas_data_connections(seed, issued),
         *postgres_connections(metadata_url, lock_db, warehouse_db),
         api_connection(api_conn_id, api_url, api_user, passwords[api_user]),
     ]

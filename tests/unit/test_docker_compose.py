@@ -633,6 +633,7 @@ def issued_tokens(compose: dict[str, Any], tmp_path_factory: pytest.TempPathFact
         value = {
             "--host": "127.0.0.1",
             "--port": "0",
+            "--dap-port": "0",
             "--seed": str(seed),
             "--issued-tokens-out": str(out),
         }.get(flag, value)
@@ -690,6 +691,7 @@ def test_init_creates_the_connections_the_dags_use(
         spec["conn_id"]: spec
         for spec in [
             *lms,
+            *init.canvas_data_connections(seed, issued_tokens),
             *init.postgres_connections(
                 common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
                 env["CANVAS_DEPLOY_LOCK_DATABASE"],
@@ -721,6 +723,7 @@ def test_init_creates_the_connections_the_dags_use(
         assert spec["host"] == issued_tokens["url"] and spec["password"]
         assert specs[spec["extra"]["lock_conn_id"]]["conn_type"] == "postgres"
     assert specs["brightspace_default"]["extra"]["oauth_url"] == f"{issued_tokens['url']}/core/connect/token"
+    assert specs["canvas_data_default"]["host"] == issued_tokens["canvas_data"]["url"]
     assert (
         specs["token_lock_pg"]["schema"] != urlsplit(common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).path[1:]
     )
