@@ -6,18 +6,27 @@ drives an emulator in another process (``python -m airflow_provider_canvas.testi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from airflow_provider_canvas.testing.dap_jobs import dap_error
 from airflow_provider_canvas.testing.primitives import Request, Response, json_response
 
-if TYPE_CHECKING:
-    from airflow_provider_canvas.testing.dap import DapEmulator
-
 CONTROL_PREFIX = "/_emulator/dap/"
 
 
-def control(emulator: DapEmulator, request: Request) -> Response:
+class Controlled(Protocol):
+    """The knobs of :class:`~airflow_provider_canvas.testing.dap.DapEmulator` this endpoint turns."""
+
+    def summary(self) -> dict[str, Any]: ...
+    def publish(self, table: str, **changes: Any) -> str: ...
+    def bump_schema(self, table: str, column: str, schema: dict[str, Any] | None = None) -> int: ...
+    def advance(self, **changes: Any) -> None: ...
+    def fail_next_jobs(self, count: int = 1) -> None: ...
+    def expire_next_urls(self, count: int = 1) -> None: ...
+    def expire_access_tokens(self) -> None: ...
+
+
+def control(emulator: Controlled, request: Request) -> Response:
     """``GET summary``; ``POST publish {table, inserts, updates, deletes}``, ``advance``,
     ``bump_schema {table, column, schema}``, ``fail_next_jobs {count}``, ``expire_next_urls {count}``,
     ``expire_access_tokens``."""
