@@ -14,8 +14,9 @@ from pathlib import Path
 
 import requests
 
-from airflow_provider_canvas.exceptions import BdsDownloadError
+from airflow_provider_canvas.exceptions import BdsDownloadError, ExtractFormatError
 from airflow_provider_canvas.files import fsync_dir, start_writeback
+from airflow_provider_canvas.hooks.zip_check import CheckedZip, ZipStreamCheck
 from airflow_provider_canvas.net import absolute_url, redact_url, same_host
 
 DOWNLOAD_CHUNK_BYTES = 2**20
@@ -33,6 +34,7 @@ class DownloadedFile:
     size: int
     attempts: int
     resumed_from: tuple[int, ...] = ()  # byte offsets where a broken transfer was resumed
+    checked: CheckedZip | None = None  # what the ZIP check found (``check_zip=True``)
 
 
 class _BrokenTransfer(Exception):
@@ -49,7 +51,9 @@ class StreamingDownload:
     redirect); a broken transfer is resumed with a Range request to that storage URL, again
     without the token, and falls back to a fresh request (a new signed URL) when the storage
     refuses. After ``attempts`` tries, or on a size mismatch, :class:`BdsDownloadError` is raised
-    and the partial file removed.
+    and the partial file removed. With ``check_zip`` the body must also be a ZIP of one member whose
+    CRC checks out (:class:`~airflow_provider_canvas.hooks.zip_check.ZipStreamCheck`, inflated as it
+    arrives), else :class:`ExtractFormatError` and nothing is kept.
 
     :param base_url: the API host; only URLs there are sent with the bearer token.
     :param authorised_get: the hook's authorised, retried GET (streaming).
@@ -86,12 +90,15 @@ class StreamingDownload:
         scope: str | None = None,
         attempts: int = 5,
         progress_every_bytes: int = 64 * _MiB,
+        check_zip: bool = False,
     ) -> DownloadedFile:
         """Download ``url`` to ``destination``; ``size_name`` says where ``expected_size`` came from."""
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         part = destination.with_name(f".{destination.name}.part")
         where = redact_url(absolute_url(self.base_url, url))
+        check = ZipStreamCheck(where) if check_zip else None
+        checked: CheckedZip | None = None
         written = 0
         handed_to_disk = 0  # bytes [0, handed_to_disk) are being or have been written out
         storage_url: str | None = None  # where the API redirected us: resumes go straight there
@@ -110,6 +117,8 @@ class StreamingDownload:
                                 out.seek(0)
                                 out.truncate()
                                 written = handed_to_disk = 0
+                                if check is not None:
+                                    check.reset()
                                 next_progress = progress_every_bytes
                             elif written:
                                 resumed.append(written)
@@ -117,6 +126,8 @@ class StreamingDownload:
                             for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                                 out.write(chunk)
                                 written += len(chunk)
+                                if check is not None:
+                                    check.feed(chunk)
                                 if written - handed_to_disk >= WRITEBACK_BYTES:
                                     out.flush()
                                     start_writeback(out.fileno(), handed_to_disk, written - handed_to_disk)
@@ -150,6 +161,8 @@ class StreamingDownload:
                 raise BdsDownloadError(
                     f"{where}: received {written} bytes but {size_name} is {expected_size}; nothing was kept"
                 )
+            if check is not None:
+                checked = self._verify(check, part, destination)
             os.replace(part, destination)
             fsync_dir(destination.parent)
         except BaseException:
@@ -163,7 +176,26 @@ class StreamingDownload:
             attempt,
             f", resumed at bytes {resumed}" if resumed else "",
         )
-        return DownloadedFile(destination, written, attempt, tuple(resumed))
+        return DownloadedFile(destination, written, attempt, tuple(resumed), checked)
+
+    def _verify(self, check: ZipStreamCheck, part: Path, destination: Path) -> CheckedZip:
+        try:
+            checked = check.verify(part)
+        except ExtractFormatError as err:
+            raise ExtractFormatError(
+                f"{err}. Nothing was kept under {destination.name}; the next pull downloads it again. "
+                "A body of the right length that is no ZIP usually comes from a proxy or storage host "
+                "answering in Brightspace's place."
+            ) from None
+        self.log.info(
+            "%s: ZIP checked, member %r, %.1f MiB of CSV, CRC %08x%s",
+            check.label,
+            checked.member,
+            checked.size / _MiB,
+            checked.crc,
+            " (read again from disk: the layout cannot be checked as a stream)" if checked.reread else "",
+        )
+        return checked
 
     def _open(
         self, url: str, offset: int, storage_url: str | None, scope: str | None
