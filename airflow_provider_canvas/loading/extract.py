@@ -10,26 +10,16 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import PurePosixPath
 from typing import IO, Any
 
 from airflow_provider_canvas.exceptions import ExtractFormatError
+from airflow_provider_canvas.hooks.zip_check import open_archive, single_member
 
 log = logging.getLogger(__name__)
 
 #: PostgreSQL truncates longer identifiers silently, which could merge two columns into one.
 MAX_COLUMN_NAME_BYTES = 63
 _STREAM_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError)
-
-
-def _unsafe_member_name(name: str) -> bool:
-    # Nothing is ever written under a member's name, but a name like this says the archive was not
-    # made by Brightspace: refuse it rather than guess.
-    if not name or "\x00" in name or "\\" in name or name.startswith("/"):
-        return True
-    if len(name) > 1 and name[1] == ":":
-        return True
-    return ".." in PurePosixPath(name).parts
 
 
 class ExtractCsv:
@@ -109,24 +99,9 @@ def open_extract_csv(
     label = name or (
         os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "extract"
     )
-    try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ExtractFormatError(f"{label}: not a readable ZIP file, corrupt or truncated ({err})") from None
+    archive = open_archive(source, label)
     with archive:
-        entries = archive.infolist()
-        unsafe = [info.filename for info in entries if _unsafe_member_name(info.filename)]
-        if unsafe:
-            raise ExtractFormatError(f"{label}: ZIP member names are absolute or contain '..': {unsafe[:5]}")
-        files = [info for info in entries if not info.is_dir()]
-        if len(files) != 1:
-            shown = [info.filename for info in files[:5]]
-            raise ExtractFormatError(
-                f"{label}: a Brightspace extract holds one CSV; this ZIP holds {len(files)} files {shown}"
-            )
-        member = files[0]
-        if member.flag_bits & 0x1:
-            raise ExtractFormatError(f"{label}: the ZIP member {member.filename!r} is encrypted")
+        member = single_member(archive, label)
         try:
             raw = archive.open(member)
         except (*_STREAM_ERRORS, NotImplementedError) as err:
