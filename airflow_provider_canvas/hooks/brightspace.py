@@ -253,14 +253,14 @@ class BrightspaceHook(LmsHook):
     def download_extract(
         self, extract: BdsExtract, destination: str | os.PathLike[str], **options: Any
     ) -> DownloadedFile:
-        """Download an extract to ``destination``; its size must equal ``DownloadSize``."""
+        """Download an extract to ``destination``: of size ``DownloadSize``, one ZIP member, CRC checked."""
         return self.download(
             extract.download_link,
             destination,
             expected_size=extract.download_size,
             size_name="Brightspace's DownloadSize",
             scope=SCOPE_BDS_DOWNLOAD,
-            **options,
+            **{"check_zip": True, **options},
         )
 
     def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
