@@ -18,7 +18,6 @@ from airflow_provider_canvas.exceptions import (
     BdsDownloadError,
     DifferentialGapError,
     ExportJobError,
-    ExtractFormatError,
     LmsError,
 )
 from airflow_provider_canvas.loading.pull_state import PulledExtract
@@ -233,22 +232,6 @@ def test_truncated_download_fails_with_nothing_half_written(emulator, seeded, co
         pull_op(conns, tmp_path, data_sets=["Org Units"], download_attempts=1).execute({})
 
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
-
-
-def test_corrupt_extract_fails_the_load_and_leaves_the_table_untouched(
-    emulator, seeded, conns, schema, tmp_path
-):
-    pull_op(conns, tmp_path, data_sets=["Users"]).execute({})
-    load_op(conns, tmp_path, schema, data_sets=["Users"]).execute({})
-    before = fingerprint(schema)
-    emulator.brightspace.add_extract("Users", "Differential", utcnow(), [user(1, "changed")])
-    emulator.brightspace.corrupt_extract("Users")  # same DownloadSize, not a ZIP
-    pull_op(conns, tmp_path, data_sets=["Users"]).execute({})
-
-    with pytest.raises(ExtractFormatError, match="not a readable ZIP"):
-        load_op(conns, tmp_path, schema, data_sets=["Users"]).execute({})
-
-    assert fingerprint(schema) == before
 
 
 def first_event(trigger: BrightspaceExportJobTrigger):
