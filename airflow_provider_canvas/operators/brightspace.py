@@ -36,6 +36,7 @@ from airflow_provider_canvas.loading.pull_state import (
     plan_load,
     plan_pull,
 )
+from airflow_provider_canvas.loading.pulled_check import file_problem, merge_plans, recheck_pulled
 from airflow_provider_canvas.operators.brightspace_ads import BrightspaceAdvancedDataSetOperator
 
 if TYPE_CHECKING:
@@ -170,7 +171,9 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
         with folder.lock(self.lock_timeout):
             state = folder.read_manifest()
             extracts = hook.list_extracts(data_set)
-            todo = plan_pull(extracts, state, full=self.full, retention=self.retention)  # type: ignore[arg-type]
+            state, again = recheck_pulled(folder, state, extracts)  # bad files of older versions
+            planned = plan_pull(extracts, state, full=self.full, retention=self.retention)  # type: ignore[arg-type]
+            todo = merge_plans(again, planned)
             self.log.info("%s: %d extract(s) to pull into %s", name, len(todo), folder.uri)
             for extract in todo:
                 entry = self._fetch(hook, folder, extract)
@@ -181,7 +184,7 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
     def _fetch(self, hook: BrightspaceHook, folder: DataSetFolder, extract: BdsExtract) -> PulledExtract:
         name = folder.file_name(extract)
         options = {"attempts": self.download_attempts}
-        if extract.download_size is not None and folder.size_of(name) == extract.download_size:
+        if extract.download_size is not None and file_problem(folder, name, extract.download_size) is None:
             # Downloaded by a run that died before its manifest write: keep it.
             self.log.info("%s already present with the announced size", name)
         elif folder.is_local:
