@@ -84,6 +84,36 @@ def error_message(response: Any) -> str:
     return str(body)[:300]
 
 
+def is_throttled(response: Any) -> bool:
+    """Throttling, as Canvas and Brightspace say it (``requests`` or ``httpx`` answers).
+
+    429 always (hosted Canvas since Oct 2025, Brightspace); 403 when it says "Rate Limit Exceeded"
+    (Canvas's documented answer, and some Brightspace deployments') or says the rate-limit bucket
+    is empty. Any other 403 is a refusal.
+    """
+    if response.status_code == 429:
+        return True
+    if response.status_code != 403:
+        return False
+    if response.headers.get("X-Rate-Limit-Remaining", "").strip() in ("0", "0.0"):
+        return True
+    reason = getattr(response, "reason", None) or getattr(response, "reason_phrase", "") or ""
+    return "rate limit exceeded" in f"{reason} {response.text[:1000]}".lower()
+
+
+def throttle_wait_seconds(headers: Any, cap: float) -> float | None:
+    """Seconds a throttled answer asks to wait: ``Retry-After``, else ``X-Rate-Limit-Reset``; at most ``cap``.
+
+    None when neither says (the caller backs off). Brightspace's bucket resets every minute, so
+    a larger value is a broken header and the cap keeps a task from sleeping on it.
+    """
+    for name in ("Retry-After", "X-Rate-Limit-Reset"):
+        seconds = retry_after_seconds(headers.get(name))
+        if seconds is not None:
+            return min(seconds, cap)
+    return None
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """A ``Retry-After`` header in seconds (None when absent or a date)."""
     try:

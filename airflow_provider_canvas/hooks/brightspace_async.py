@@ -17,7 +17,7 @@ import httpx
 from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
 from airflow_provider_canvas.hooks.brightspace import SCOPE_ADS_FETCH, BrightspaceHook
 from airflow_provider_canvas.hooks.transport import api_error
-from airflow_provider_canvas.net import absolute_url, redact_url
+from airflow_provider_canvas.net import absolute_url, is_throttled, redact_url
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet
 
@@ -97,8 +97,11 @@ class BrightspaceAsyncHook:
                 self._tokens = None
                 refreshed = True
                 continue
-            if response.status_code == 429:
-                raise LmsThrottledError(f"{where} throttled (HTTP 429)", status=429, url=redact_url(url))
+            if is_throttled(response):
+                status = response.status_code
+                raise LmsThrottledError(
+                    f"{where} throttled (HTTP {status})", status=status, url=redact_url(url)
+                )
             if response.status_code >= 400:
                 raise api_error(response, "GET", url, SCOPE_ADS_FETCH, hook._permission_message)
             return dict(response.json())

@@ -293,12 +293,6 @@ class CanvasHook(LmsHook):
 
     # Canvas specifics -------------------------------------------------------------------------
 
-    def _is_throttled(self, response: requests.Response) -> bool:
-        # Documented: 403 "Rate Limit Exceeded"; hosted Canvas also answers 429 since Oct 2025.
-        if response.status_code == 429:
-            return True
-        return response.status_code == 403 and "rate limit exceeded" in response.text.lower()
-
     def _pacing_delay(self, response: requests.Response) -> float:
         try:
             remaining = float(response.headers["X-Rate-Limit-Remaining"])

@@ -27,10 +27,11 @@ from airflow_provider_canvas.net import (
     absolute_url,
     backoff_seconds,
     error_message,
+    is_throttled,
     never_sent,
     redact_url,
-    retry_after_seconds,
     same_host,
+    throttle_wait_seconds,
     unusable_request_error,
 )
 
@@ -58,8 +59,9 @@ class LmsTransport:
 
     Every request gets a connect/read timeout and a bearer token from the hook's
     :class:`~airflow_provider_canvas.tokens.lifecycle.TokenLifecycle`. Connection errors and 5xx
-    answers to reads are retried with exponential backoff and jitter; throttled requests wait
-    (``Retry-After`` or backoff) and are sent again; requests are paced when
+    answers to reads are retried with exponential backoff and jitter; throttled requests (429, or
+    403 "Rate Limit Exceeded") wait (``Retry-After`` or ``X-Rate-Limit-Reset``, at most
+    ``max_backoff_seconds``; else backoff) and are sent again; requests are paced when
     ``X-Rate-Limit-Remaining`` runs low. A 401 with ``WWW-Authenticate`` means the token is dead:
     it is refreshed once and the request repeated. Any other 401/403 is final.
 
@@ -161,7 +163,7 @@ class LmsTransport:
     # The platform's rules ---------------------------------------------------------------------
 
     def _is_throttled(self, response: requests.Response) -> bool:
-        return response.status_code == 429
+        return is_throttled(response)
 
     def _pacing_delay(self, response: requests.Response) -> float:
         """Seconds to wait before the next request, from the rate-limit headers."""
@@ -172,9 +174,8 @@ class LmsTransport:
 
     # Retries and errors -----------------------------------------------------------------------
 
-    @staticmethod
-    def _retry_after(response: requests.Response) -> float | None:
-        return retry_after_seconds(response.headers.get("Retry-After"))
+    def _retry_after(self, response: requests.Response) -> float | None:
+        return throttle_wait_seconds(response.headers, self.max_backoff_seconds)
 
     def _backoff(self, attempt: int) -> float:
         return backoff_seconds(attempt, self.backoff_seconds, self.max_backoff_seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import requests
 
 from airflow_provider_canvas.hooks.base import LmsHook
+from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.net import redact_url
 
@@ -49,3 +50,21 @@ def test_backoff_grows_with_jitter_and_is_capped():
     assert 0.5 <= hook._backoff(1) <= 1
     assert 4 <= hook._backoff(4) <= 8
     assert 4 <= hook._backoff(10) <= 8
+
+
+def test_brightspace_throttling_is_429_or_403_rate_limit_and_never_a_plain_refusal():
+    hook = BrightspaceHook("b")
+    assert hook._is_throttled(_response(403, "Rate Limit Exceeded"))
+    assert hook._is_throttled(_response(403, "", {"X-Rate-Limit-Remaining": "0"}))
+    assert hook._is_throttled(_response(429))
+    assert not hook._is_throttled(
+        _response(403, '{"error":"insufficient_scope"}', {"X-Rate-Limit-Remaining": "9"})
+    )
+
+
+def test_throttled_waits_follow_retry_after_then_the_reset_header_and_are_capped():
+    hook = BrightspaceHook("b", max_backoff_seconds=30)
+    assert hook._retry_after(_response(429, headers={"Retry-After": "3", "X-Rate-Limit-Reset": "9"})) == 3
+    assert hook._retry_after(_response(403, headers={"X-Rate-Limit-Reset": "9"})) == 9
+    assert hook._retry_after(_response(403, headers={"X-Rate-Limit-Reset": "86400"})) == 30
+    assert hook._retry_after(_response(403)) is None  # the caller backs off
