@@ -219,6 +219,9 @@ class BrightspaceEmulator(AdsApi):
             "X-Rate-Limit-Reset": str(retry_after),
             "X-Request-Cost": "0",
         }
+        if status == 403:  # as some deployments answer: the reset header only, no Retry-After
+            del headers["Retry-After"]
+            return text_response(403, "Rate Limit Exceeded", headers)
         return text_response(status or 429, "Too Many Requests", headers)
 
     # ----------------------------------------------------------------- API plumbing
