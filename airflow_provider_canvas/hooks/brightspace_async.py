@@ -1,4 +1,4 @@
-"""Advanced Data Sets job polling for the triggerer, on httpx: the event loop never waits on a thread.
+"""Brightspace reads for the triggerer (export jobs, extract listings) on httpx: the loop never blocks.
 
 Polls are plain async GETs with the stored access token. Only when that token is due or refused
 does a thread run the shared token lifecycle (lock, re-read, rescue, save-and-verify) of a sync
@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
+from airflow_provider_canvas.hooks.bds_async_listing import list_extracts
 from airflow_provider_canvas.hooks.brightspace import SCOPE_ADS_FETCH, BrightspaceHook
+from airflow_provider_canvas.hooks.brightspace_models import BdsExtract
 from airflow_provider_canvas.hooks.transport import api_error
 from airflow_provider_canvas.net import absolute_url, is_throttled, redact_url
 from airflow_provider_canvas.tokens import metadata
@@ -34,7 +36,7 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class BrightspaceAsyncHook:
-    """Reads export jobs of one ``brightspace`` connection without blocking the event loop.
+    """Reads export jobs and extract listings of one ``brightspace`` connection without blocking the loop.
 
     :param conn_id: the connection; read with Airflow's async connection API.
     :param timeout: (connect, read) seconds of each poll.
@@ -75,7 +77,16 @@ class BrightspaceAsyncHook:
     async def get_export_job(self, job_id: str) -> dict[str, Any]:
         """One export job (``Status``, ...): :meth:`BrightspaceHook.get_export_job` without a thread."""
         hook = await self._rules()
-        url = absolute_url(hook.base_url, hook.lp_path(f"dataExport/jobs/{job_id}"))
+        return dict(await self.get_json(hook.lp_path(f"dataExport/jobs/{job_id}"), SCOPE_ADS_FETCH))
+
+    async def list_extracts(self, data_set: str) -> list[BdsExtract]:
+        """The extracts of ``data_set`` still offered, newest first: :meth:`BrightspaceHook.list_extracts`."""
+        return await list_extracts(self, await self._rules(), data_set)
+
+    async def get_json(self, path_or_url: str, scope: str | None) -> Any:
+        """An authorised GET on the instance: 401 with ``WWW-Authenticate`` refreshes once; no retries."""
+        hook = await self._rules()
+        url = absolute_url(hook.base_url, path_or_url)
         where = f"GET {redact_url(url)}"
         client = self._client or httpx.AsyncClient(
             timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
@@ -103,8 +114,8 @@ class BrightspaceAsyncHook:
                     f"{where} throttled (HTTP {status})", status=status, url=redact_url(url)
                 )
             if response.status_code >= 400:
-                raise api_error(response, "GET", url, SCOPE_ADS_FETCH, hook._permission_message)
-            return dict(response.json())
+                raise api_error(response, "GET", url, scope, hook._permission_message)
+            return response.json()
 
     async def _rules(self) -> BrightspaceHook:
         """A sync hook on the connection read asynchronously: its checks and URLs, no I/O of its own."""
