@@ -196,10 +196,19 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_canvas.operators.canvas_data"],
             },
         ],
+        "sensors": [
+            {
+                "integration-name": "D2L Brightspace",
+                "python-modules": ["airflow_provider_canvas.sensors.brightspace"],
+            },
+        ],
         "triggers": [
             {
                 "integration-name": "D2L Brightspace",
-                "python-modules": ["airflow_provider_canvas.triggers.brightspace"],
+                "python-modules": [
+                    "airflow_provider_canvas.triggers.brightspace",
+                    "airflow_provider_canvas.triggers.bds_extracts",
+                ],
             },
             {
                 "integration-name": "Canvas Data 2",
