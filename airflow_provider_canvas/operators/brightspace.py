@@ -150,6 +150,7 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
         try:
             listed = hook.list_data_sets()
             pulled: dict[str, list[dict[str, Any]]] = {}
+            self._lineage_facts = (hook.base_url, pulled)
             failures: dict[str, BaseException] = {}
             for name in names:
                 try:
@@ -202,6 +203,12 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
             version=extract.version,
             pulled_at=pendulum.now("UTC").to_iso8601_string(),
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """For the OpenLineage listener: the Brightspace data sets in, the extract files out."""
+        from airflow_provider_canvas.operators.bds_lineage import pull_lineage
+
+        return pull_lineage(*self._lineage_facts, location=self.location)
 
     def _emit_asset_event(self, context: Context, name: str, new: list[dict[str, Any]]) -> None:
         events = context.get("outlet_events") if hasattr(context, "get") else None
@@ -269,6 +276,7 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
         )
         db = hook.get_conn()
         results: dict[str, list[dict[str, Any]]] = {}
+        self._loaded = results  # for OpenLineage
         failures: dict[str, BaseException] = {}
         try:
             loader = PostgresExtractLoader(db, self.schema)
@@ -282,6 +290,12 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
             db.close()
         _raise_collected(failures, "load")
         return results
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """For the OpenLineage listener: the extract files in, the tables (with their columns) out."""
+        from airflow_provider_canvas.operators.bds_lineage import load_lineage
+
+        return load_lineage(self.postgres_conn_id, self.location, self.schema, self.tables, self._loaded)
 
     def _load(self, loader: Any, name: str, keys: list[str]) -> list[dict[str, Any]]:
         folder = DataSetFolder(self.location, name)
