@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -23,13 +24,27 @@ def e2e_backend() -> str:
     return backend
 
 
+def event_dag_env(home: Path) -> dict[str, str]:
+    """For dags/bds_on_new_extract.py (tests/e2e/test_bds_events.py): where it pulls to, how often its watcher
+    polls, and OpenLineage's real listener writing to a file, for the DAGs that enable it only."""
+    transport = {"type": "file", "log_file_path": str(home / "openlineage.jsonl"), "append": True}
+    return {
+        "BRIGHTSPACE_BDS_LOCATION": str(home / "bds"),
+        "BRIGHTSPACE_WATCH_POLL_SECONDS": "3",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__SELECTIVE_ENABLE": "True",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "e2e",
+    }
+
+
 @pytest.fixture(scope="session")
 def local_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
     with ExitStack() as stack:
         database_url = None
         if e2e_backend() == "postgres":
             database_url = stack.enter_context(fresh_postgres_database())
-        airflow = LocalAirflow(tmp_path_factory.mktemp("airflow_home"), E2E_DAGS, database_url=database_url)
+        home = tmp_path_factory.mktemp("airflow_home")
+        airflow = LocalAirflow(home, E2E_DAGS, database_url=database_url, extra_env=event_dag_env(home))
         stack.callback(airflow.stop)
         airflow.start()
         yield airflow
