@@ -53,7 +53,8 @@ FULL_SIZES = (100_000_000, 1_000_000_000)
 QUICK_SIZES = (5_000_000,)
 CONN_ID = "bench_brightspace"
 NO_FSYNC = "hook, fsync skipped (diagnostic)"
-VARIANTS = ("hook", "curl", "curl + fsync", "buffered", NO_FSYNC)
+NO_CHECK = "hook, no ZIP check (before 0.2)"
+VARIANTS = ("hook", NO_CHECK, "curl", "curl + fsync", "buffered", NO_FSYNC)
 
 
 def rows_for(size_bytes: int, columns: list[str] = COLUMNS) -> int:
@@ -114,7 +115,10 @@ def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
         notes=[
             "hook: `BrightspaceHook.download_extract` (emulator: API call, 302 to the signed host) or "
             "`BrightspaceHook.download` (static); it writes a hidden `.part` file, handing it to the disk "
-            "every 16 MiB, fsyncs it and renames it.",
+            "every 16 MiB, checks the ZIP as it arrives (member CRC, central directory), fsyncs it and "
+            "renames it. hook, no ZIP check: the same without the check (`check_zip=False`), as before. "
+            "The generated extracts are stored ZIPs: the check CRCs them; deflated ones are inflated too "
+            "(benchmarks/zip_check.py measures that).",
             "curl: `curl -L -o` of the same URL; time from curl's own `time_total`; no fsync. "
             "curl + fsync: the same run plus the time to fsync curl's file afterwards (like for like).",
             "buffered: `requests.get(url).content` then one write to disk, as D2L's example client does.",
@@ -161,6 +165,7 @@ def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
                 samples = alternate(
                     [
                         ("hook", transfer.hook),
+                        (NO_CHECK, transfer.hook_without_check),
                         ("curl", transfer.curl),
                         ("buffered", transfer.buffered),
                         (NO_FSYNC, transfer.hook_without_fsync),
@@ -212,6 +217,12 @@ class _Transfer:
 
     def hook(self) -> Sample:
         args = ["hook", "--url", self.url, "--dest", str(self.dest)]
+        args += ["--data-set", self.data_set] if self.data_set else []
+        child = python_child("download", *args, timeout=self.timeout)
+        return _finish(child.result, child.peak_rss_mib, self.dest, self.expected)
+
+    def hook_without_check(self) -> Sample:
+        args = ["hook", "--url", self.url, "--dest", str(self.dest), "--no-check"]
         args += ["--data-set", self.data_set] if self.data_set else []
         child = python_child("download", *args, timeout=self.timeout)
         return _finish(child.result, child.peak_rss_mib, self.dest, self.expected)
@@ -297,6 +308,7 @@ def _child(argv: list[str]) -> None:
     parser.add_argument("--dest")
     parser.add_argument("--data-set")
     parser.add_argument("--skip-fsync", action="store_true")
+    parser.add_argument("--no-check", action="store_true")
     args = parser.parse_args(argv)
     if args.variant == "buffered":
         # Only what the reference client imports: requests, no Airflow.
@@ -326,9 +338,9 @@ def _child(argv: list[str]) -> None:
     before = rss_mib()
     with stopwatch() as timing:
         if extract is not None:
-            done = hook.download_extract(extract, args.dest)
+            done = hook.download_extract(extract, args.dest, check_zip=not args.no_check)
         else:
-            done = hook.download(args.url, args.dest)
+            done = hook.download(args.url, args.dest, check_zip=not args.no_check)
     hook.close()
     emit({"seconds": timing["seconds"], "bytes": done.size, "rss_before_mib": before})
 
