@@ -26,7 +26,7 @@ _ZIP64_EXTRA = 0x0001
 _STORED, _DEFLATED = 0, 8
 _FLAG_ENCRYPTED, _FLAG_DATA_DESCRIPTOR = 0x1, 0x8
 #: Inflated bytes per step: a highly compressed chunk never expands in memory beyond this.
-_INFLATE_STEP = 4 * 2**20
+_INFLATE_STEP = 2**20
 _READ_CHUNK = 2**20
 #: A local header with a name and extra field longer than this is not one Brightspace wrote.
 _MAX_HEADER_BYTES = 64 * 1024
@@ -192,11 +192,14 @@ class ZipStreamCheck:
                 out = inflate.decompress(pending, _INFLATE_STEP)
                 self._crc = zlib.crc32(out, self._crc)
                 self._size += len(out)
+                # At the stream's end CPython leaves the bytes after it in unused_data AND
+                # unconsumed_tail: count them once.
+                left = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
+                self._compressed += len(pending) - len(left)
                 pending = inflate.unconsumed_tail
         except zlib.error as err:
             self._fail(f"the deflate data of ZIP member {self._member!r} is corrupt ({err})")
             return
-        self._compressed += len(data) - len(pending) - (len(inflate.unused_data) if inflate.eof else 0)
         if inflate.eof:
             self._stage = "tail"
 

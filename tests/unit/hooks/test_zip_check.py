@@ -153,3 +153,15 @@ def test_quick_check_passes_a_good_file_and_names_what_is_wrong_with_bad_ones(tm
     bad.write_bytes(b"".join(CorruptSource(4000).iter_range(0, 4000)))
     with pytest.raises(ExtractFormatError, match=r"bad\.zip: not a readable ZIP"):
         quick_check(bad, 4000, "bad.zip")
+
+
+@pytest.mark.parametrize("chunk", [4096, 2**20])
+def test_a_member_that_inflates_past_many_steps_is_counted_exactly(tmp_path, chunk):
+    # 15 MB of CSV in ~30 kB of deflate: one chunk inflates in many steps, and the stream's end comes
+    # in a step that continues an unconsumed tail (where CPython reports the bytes after it twice).
+    big = b"UserId,UserName\r\n" + b"1,user\r\n" * 1_900_000
+    data = build_zip([("Users.csv", big)], NOW)
+
+    checked = check(data, tmp_path, chunk)
+
+    assert (checked.size, checked.reread) == (len(big), False)
