@@ -9,7 +9,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pendulum
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
@@ -69,19 +68,13 @@ def test_a_new_extract_starts_the_watched_dag_once_and_its_lineage_names_the_tab
             "Users", COLUMNS, [user(i) for i in range(1, 101)], created=utcnow() - timedelta(days=2)
         )
         bs.register_client(CLIENT_ID, CLIENT_SECRET)
-        issued = bs.issue_tokens(CLIENT_ID)
         local_airflow.add_connection(
             "brightspace_default",
             "brightspace",
             host=emulator.url,
             login=CLIENT_ID,
             password=CLIENT_SECRET,
-            extra={
-                "access_token": issued.access_token,
-                "refresh_token": issued.refresh_token,
-                "expires_at": pendulum.now("UTC").add(hours=1).to_iso8601_string(),
-                "oauth_url": f"{emulator.url}/core/connect/token",
-            },
+            extra=emulator.connection_extra("brightspace", bs.issue_tokens(CLIENT_ID), expired=False),
         )
         warehouse = make_url(warehouse_url)
         local_airflow.add_connection(

@@ -112,6 +112,7 @@ def test_broken_transfer_resumes_with_range_at_the_signed_host(emulator, hook, b
 
     # The partial second chunk is dropped: the transfer resumes at the last whole chunk.
     assert result.attempts == 2 and result.resumed_from == (2**20,)
+    assert result.checked is not None and result.checked.reread is False  # checked across the resume
     assert _sha((tmp_path / "big.zip").read_bytes()) == _sha(_served_bytes(big))
     signed = emulator.brightspace.signed_downloads
     assert [(s.range, s.status, s.had_authorization) for s in signed] == [
@@ -149,6 +150,7 @@ def test_server_ignoring_range_makes_the_download_start_over(emulator, hook, big
 
     assert result.attempts == 2 and result.resumed_from == ()
     assert result.size == full.download_size
+    assert result.checked is not None and result.checked.reread is False  # the check started over too
     assert _sha((tmp_path / "big.zip").read_bytes()) == _sha(_served_bytes(big))
     assert emulator.brightspace.signed_downloads == []
 
