@@ -26,7 +26,8 @@ from airflow_provider_canvas.hooks.brightspace import (
     BrightspaceHook,
 )
 from airflow_provider_canvas.hooks.brightspace_models import BdsDataSet, BdsExtract
-from airflow_provider_canvas.loading.postgres import DeletedRows, key_columns_for
+from airflow_provider_canvas.loading.catalogue import column_types_for
+from airflow_provider_canvas.loading.postgres import DeletedRows, FullExtracts, key_columns_for
 from airflow_provider_canvas.loading.pull_state import (
     RETENTION,
     DataSetFolder,
@@ -237,6 +238,10 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
     come from ``key_columns`` or, for common data sets, ``DEFAULT_KEY_COLUMNS``; tables default to
     the data set's slug (``"Org Units"`` -> ``org_units``). ``IsDeleted`` rows are deleted
     (``deleted_rows="delete"``) or kept with the flag (``"flag"``). Loading again does nothing.
+    New columns of catalogued data sets get their documented types (:mod:`~airflow_provider_canvas.
+    loading.catalogue`), except ``text_columns`` (``{"Users": ["OrgRoleId"]}``, ``["*"]`` for all);
+    ``migrate_text_columns`` converts text tables of earlier versions once. ``full_extracts``:
+    ``"replace"`` (default, first-load speed, readers wait) or ``"merge"`` (see the loader).
     """
 
     template_fields: Sequence[str] = ("postgres_conn_id", "data_sets", "location", "schema")
@@ -252,9 +257,15 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
         tables: Mapping[str, str] | None = None,
         key_columns: Mapping[str, Sequence[str]] | None = None,
         deleted_rows: DeletedRows = "delete",
+        text_columns: Mapping[str, Sequence[str]] | None = None,
+        migrate_text_columns: bool = False,
+        full_extracts: FullExtracts = "replace",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.text_columns = {k: list(v) for k, v in (text_columns or {}).items()}
+        self.migrate_text_columns = migrate_text_columns
+        self.full_extracts = full_extracts
         self.data_sets = data_sets
         self.location = location
         self.postgres_conn_id = postgres_conn_id
@@ -318,6 +329,10 @@ class BrightspaceDataSetsToPostgresOperator(BaseOperator):
                     created_at=entry.created_at,
                     deleted_rows=self.deleted_rows,
                     name=f"{name} {entry.bds_type} {entry.created}",
+                    column_types=column_types_for(name, self.text_columns.get(name, ())),
+                    migrate_text_columns=self.migrate_text_columns,
+                    full_extracts=self.full_extracts,
+                    data_set=name,
                 )
             results.append(result.to_dict())
         return results

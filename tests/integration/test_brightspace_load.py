@@ -115,7 +115,25 @@ def test_full_then_differential_gives_the_right_rows(loader, schema, tmp_path):
     assert loader.newest_loaded("users") == ("diff-1", T0 + timedelta(days=1))
 
 
-def test_reloading_identical_rows_rewrites_nothing(loader, schema, tmp_path):
+@pytest.mark.parametrize(("bds_type", "full_extracts"), [("Differential", "replace"), ("Full", "merge")])
+def test_merging_identical_rows_rewrites_nothing(loader, schema, tmp_path, bds_type, full_extracts):
+    load_full(loader, tmp_path, n=500)
+    path = write_zip(tmp_path / "same.zip", [user(i) for i in range(1, 501)])
+
+    result = loader.load(
+        path, "users", ["UserId"], extract_id="2", bds_type=bds_type, created_at=T0 + timedelta(days=7),
+        full_extracts=full_extracts,
+    )  # fmt: skip
+
+    assert (result.method, result.rows_read, result.rows_upserted, result.rows_deleted) == (
+        "merge",
+        500,
+        0,
+        0,
+    )
+
+
+def test_a_newer_full_replaces_every_row_and_says_so(loader, schema, tmp_path):
     load_full(loader, tmp_path, n=500)
     path = write_zip(tmp_path / "same.zip", [user(i) for i in range(1, 501)])
 
@@ -123,7 +141,14 @@ def test_reloading_identical_rows_rewrites_nothing(loader, schema, tmp_path):
         path, "users", ["UserId"], extract_id="full-2", bds_type="Full", created_at=T0 + timedelta(days=7)
     )
 
-    assert result.rows_read == 500 and result.rows_upserted == 0
+    # A replace rewrites the table: rows_upserted is every row it now holds, not only changed ones.
+    assert (result.method, result.rows_read, result.rows_upserted, result.rows_deleted) == (
+        "replace",
+        500,
+        500,
+        0,
+    )
+    assert len(rows_of(schema)) == 500
 
 
 def test_new_column_is_added_and_removed_column_kept_with_nulls(loader, schema, tmp_path, caplog):
@@ -329,7 +354,8 @@ def test_blank_key_in_a_first_load_creates_nothing(loader, schema, tmp_path):
     assert loader.newest_loaded("users") is None
 
 
-def test_a_newer_full_extract_drops_rows_deleted_without_a_trace(loader, schema, tmp_path):
+@pytest.mark.parametrize("full_extracts", ["replace", "merge"])
+def test_a_newer_full_extract_drops_rows_deleted_without_a_trace(loader, schema, tmp_path, full_extracts):
     load_full(loader, tmp_path, n=100)
     diff = write_zip(tmp_path / "diff.zip", [user(i) for i in range(101, 111)])
     loader.load(
@@ -339,11 +365,14 @@ def test_a_newer_full_extract_drops_rows_deleted_without_a_trace(loader, schema,
     full = write_zip(tmp_path / "full2.zip", [user(i) for i in range(6, 111)] + [user(7, deleted=True)])
 
     result = loader.load(
-        full, "users", ["UserId"], extract_id="full-2", bds_type="Full", created_at=T0 + timedelta(7)
-    )
+        full, "users", ["UserId"], extract_id="full-2", bds_type="Full", created_at=T0 + timedelta(7),
+        full_extracts=full_extracts,
+    )  # fmt: skip
 
     rows = rows_of(schema)
-    assert result.rows_deleted == 5 + 1 and result.rows_upserted == 0  # 1-5 gone, 7 flagged deleted
+    assert result.method == full_extracts and result.rows_deleted == 5 + 1  # 1-5 gone, 7 flagged deleted
+    # merge: no row changed; replace: every row rewritten (the 104 the table now holds).
+    assert result.rows_upserted == (104 if full_extracts == "replace" else 0)
     assert sorted(map(int, rows)) == [6, *range(8, 111)]
     # A differential never removes rows it does not mention.
     later = write_zip(tmp_path / "diff2.zip", [user(200)])
