@@ -77,7 +77,8 @@ def test_dag_run_pulls_and_loads_the_param_data_sets(
 
     assert run.state == DagRunState.SUCCESS
     with psycopg.connect(dsn()) as db:
-        users = db.execute(f'SELECT count(*), min("UserId"::int) FROM "{schema}".users').fetchone()
-        org_units = db.execute(f'SELECT "Name" FROM "{schema}".org_units').fetchall()
-    assert users == (999, 2) and org_units == [("Org",)]
+        # Typed from the catalogue: no casts, max() of the integer key is numeric.
+        users = db.execute(f'SELECT count(*), min("UserId"), max("UserId") FROM "{schema}".users').fetchone()
+        org_units = db.execute(f'SELECT "OrgUnitId", "Name" FROM "{schema}".org_units').fetchall()
+    assert users == (999, 2, 1000) and org_units == [(6606, "Org")]
     assert sorted(p.parent.name for p in (location / "users").rglob("*.zip")) == ["Differential", "Full"]

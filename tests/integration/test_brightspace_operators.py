@@ -88,7 +88,7 @@ def load_op(conns, output, schema, **kwargs) -> BrightspaceDataSetsToPostgresOpe
 def table(schema: str, name: str, key: str) -> dict[str, dict]:
     with psycopg.connect(dsn()) as db, db.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute(f'SELECT * FROM "{schema}"."{name}"')
-        return {row[key]: row for row in cur.fetchall()}
+        return {str(row[key]): row for row in cur.fetchall()}  # keys are typed (integer) columns
 
 
 def fingerprint(schema: str, name: str = "users") -> tuple:
