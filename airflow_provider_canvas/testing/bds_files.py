@@ -77,14 +77,7 @@ class GeneratedZip(ZipSource):
         if id_start < 0 or id_start + rows_count >= 10**12:
             raise ValueError("generated row ids must fit in 12 digits")
         self._header = (",".join(columns) + "\r\n").encode("utf-8")
-        cells = []
-        for index, column in enumerate(columns):
-            if index == 0:
-                cells.append("{0}")
-            elif column == "IsDeleted":
-                cells.append("False")
-            else:
-                cells.append(column.replace("{", "{{").replace("}", "}}") + "-{0}")
+        cells = [_generated_cell(column, index) for index, column in enumerate(columns)]
         self._template = ",".join(cells) + "\r\n"  # every id is 12 digits: fixed-width rows
         self._block_template: bytes | None = None
         self._id_start = id_start
@@ -168,6 +161,28 @@ class GeneratedZip(ZipSource):
             if lo < hi:
                 yield from produce(lo - offset, hi - offset)
             offset += length
+
+
+#: Every generated timestamp: ISO 8601 UTC with 7 fractional digits, as Brightspace writes them.
+GENERATED_TIMESTAMP = "2026-11-01T12:00:00.0000000Z"
+
+
+def _generated_cell(column: str, index: int) -> str:
+    """The format of one generated cell; by BDS naming habits, values fit the documented types.
+
+    The first column and ``...Id`` columns hold the row's 12-digit id (fits integer and text),
+    ``Is...`` flags ``True`` (``IsDeleted``: ``False``), ``...Date``/``...Accessed`` a timestamp, and
+    other columns ``<name>-<id>`` (text).
+    """
+    if index == 0 or column.endswith("Id"):
+        return "{0}"
+    if column == "IsDeleted":
+        return "False"
+    if column.startswith("Is") and column[2:3].isupper():
+        return "True"
+    if column.endswith(("Date", "Accessed")):
+        return GENERATED_TIMESTAMP
+    return column.replace("{", "{{").replace("}", "}}") + "-{0}"
 
 
 def _dos_datetime(moment: datetime) -> tuple[int, int]:
