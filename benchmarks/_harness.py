@@ -158,6 +158,16 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def peak_mib() -> float:
+    """This process's RSS high-water mark (``VmHWM``) so far, in MiB."""
+    return _high_water_mib(Path("/proc/self/status"))
+
+
+def reset_peak() -> None:
+    """Restart this process's ``VmHWM`` at its current RSS (``clear_refs`` 5, Linux 4.0+): one step's peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def rss_mib() -> float:
     """This process's resident set size now, in MiB (Linux ``/proc``; 0 elsewhere)."""
     try:

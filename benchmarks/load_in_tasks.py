@@ -252,6 +252,7 @@ def table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, Sample]
             "execute s",
             "peak RSS MiB",
             "RSS at start MiB",
+            "growth MiB",
             "private at end MiB",
             "supervisor RSS MiB",
         ],
@@ -264,7 +265,8 @@ def table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, Sample]
             "and the XCom push); RSS at start: its `VmRSS` in `on_execute_callback`, before `execute`; "
             "private at end: its `Private_Clean` + `Private_Dirty` (smaps_rollup) in `on_success_callback`. "
             "Both callbacks are checked to run in one process forked in the scheduler's session, not the "
-            "supervisor.",
+            "supervisor. growth: peak minus RSS at start, what the task's own code added (the load task's "
+            "includes importing `PostgresHook`, psycopg 3 and psycopg2: ~12-17 MiB, the same at any size).",
             "The supervisor (the LocalExecutor worker, forked from the scheduler) forks each task process: "
             "the kernel starts the child's high-water mark at its RSS at fork, and that RSS includes the "
             "pages it shares with the supervisor (copy-on-write). That is what a worker holds for the task, "
@@ -295,6 +297,7 @@ def table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, Sample]
                 fmt(t["execute_seconds"]),
                 fmt(t["peak_rss_mib"]),
                 fmt(t["rss_start_mib"]),
+                fmt(t["peak_rss_mib"] - t["rss_start_mib"]),
                 fmt(t["private_end_mib"]),
                 fmt(t["supervisor_rss_mib"]),
             )
@@ -308,6 +311,7 @@ def table(in_tasks: dict[int, dict[str, Sample]], one_process: dict[int, Sample]
                 fmt(p["download_seconds"] + p["load_seconds"]),
                 fmt(p["peak_rss_mib"]),
                 "n/a",
+                fmt(max(p["download_growth_mib"], p["load_growth_mib"])),
                 "n/a",
                 "n/a",
             )
