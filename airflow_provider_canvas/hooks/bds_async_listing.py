@@ -58,12 +58,12 @@ async def list_extracts(client: BrightspaceAsyncHook, rules: BrightspaceHook, na
             kind = "Full" if entry.get("FullDataSet") else "Differential"
             for extract in (entry, *(entry.get("PreviousDataSets") or [])):
                 if extract.get("DownloadLink") and extract.get("CreatedDate"):
-                    found.append(rules._extract(extract, name, kind))
+                    found.append(BdsExtract.from_json(extract, name, kind))
         if name not in names:  # the sync hook's "no data set named ...; did you mean ...?"
             rules.get_data_set(name, [BdsDataSet(n, None, None, None) for n in dict.fromkeys(names)])
     else:
         data_sets = [
-            rules._data_set(item)
+            BdsDataSet.from_json(item)
             async for item in _paged(
                 client, rules, rules.lp_path("datasets/bds"), "Objects", "Next", SCOPE_BDS_LIST
             )
@@ -77,5 +77,5 @@ async def list_extracts(client: BrightspaceAsyncHook, rules: BrightspaceHook, na
                 f"datasets/bds/{data_set.schema_id}/plugins/{plugin_id}/extracts"
             )
             async for item in _paged(client, rules, link, "Objects", "Next", SCOPE_BDS_LIST):
-                found.append(rules._extract(item, data_set.name, kind))
+                found.append(BdsExtract.from_json(item, data_set.name, kind))
     return sorted(found, key=lambda e: e.created, reverse=True)

@@ -19,10 +19,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pendulum
+from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
+from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
 from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
 from airflow_provider_canvas.hooks.brightspace_models import BdsExtract, parse_time
 
@@ -120,7 +122,8 @@ class BrightspaceNewExtractTrigger(BaseEventTrigger):
         except (LmsThrottledError, LmsUnavailableError) as err:
             self.log.warning("%s: %s; polling again in %.0fs", where, err, self.poll_interval)
             return None
-        except Exception as err:  # a connection not made yet, a missing scope: logged, polled again
+        except (LmsError, AirflowNotFoundException, httpx.HTTPError, OSError) as err:
+            # A connection not made yet, a missing scope: logged, polled again. A bug is not caught here.
             self.log.error(
                 "%s: %s: %s; polling again in %.0fs", where, type(err).__name__, err, self.poll_interval
             )

@@ -58,7 +58,8 @@ def load(conns, output: Path, schema: str) -> dict:
     ).execute({})
 
 
-def names(schema: str) -> dict[str, str]:
+def names(schema: str) -> dict[int, str]:
+    """UserName by UserId, an integer column since the typed catalogue."""
     with psycopg.connect(dsn()) as db:
         return dict(db.execute(f'SELECT "UserId", "UserName" FROM "{schema}".users').fetchall())
 
@@ -92,7 +93,7 @@ def test_a_non_zip_body_of_the_right_length_never_reaches_its_final_name(
     newest.corrupt = False
     assert [p["bds_type"] for p in pull(conns, tmp_path)["Users"]] == ["Differential"]
     load(conns, tmp_path, schema)
-    assert names(schema)["3"] == "changed"
+    assert names(schema)[3] == "changed"
 
 
 def test_a_bad_file_an_older_version_recorded_is_found_and_fetched_again(
@@ -110,7 +111,7 @@ def test_a_bad_file_an_older_version_recorded_is_found_and_fetched_again(
     quick_check(diff, size, diff.name)  # a ZIP again
     assert [e["file"] for e in manifest(tmp_path)] == [e["file"] for e in recorded]
     load(conns, tmp_path, schema)
-    assert names(schema)["1"] == "renamed1"
+    assert names(schema)[1] == "renamed1"
 
 
 def test_a_bad_file_brightspace_no_longer_offers_is_named_with_the_entry_to_delete(
