@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_canvas.testing.brightspace import BrightspaceEmulator
 from airflow_provider_canvas.testing.canvas import CanvasEmulator
+from airflow_provider_canvas.testing.emulator_admin import handle_admin
 from airflow_provider_canvas.testing.primitives import (
     BRIGHTSPACE,
     BRIGHTSPACE_TOKEN_PATH,
@@ -22,7 +23,6 @@ from airflow_provider_canvas.testing.primitives import (
     Request,
     Response,
     TokenRequest,
-    json_response,
     text_response,
     utcnow,
 )
@@ -280,7 +280,7 @@ class LmsEmulator:
         if request.role == "signed":
             return self._fault(None) or self.brightspace.handle_signed(request)
         if request.path.startswith("/_emulator/"):
-            return self._admin(request)
+            return handle_admin(self, request)
         platform = _platform_of(request.path)
         if platform is None:
             return text_response(404, "Not Found")
@@ -324,41 +324,6 @@ class LmsEmulator:
                 return None
             self._throttle_next[platform] = (count - 1, status, retry_after)
             return status, retry_after
-
-    def _admin(self, request: Request) -> Response:
-        action = request.path[len("/_emulator/") :]
-        payload = request.json() or {}
-        if not isinstance(payload, dict):
-            return json_response(400, {"error": "JSON object expected"})
-        try:
-            if request.method == "GET" and action == "token_requests":
-                return json_response(200, [r.to_json() for r in self.token_requests])
-            if request.method == "GET" and action == "api_requests":
-                return json_response(200, [r._asdict() for r in self.api_requests])
-            if request.method == "GET" and action == "summary":
-                return json_response(200, self.summary())
-            if request.method == "POST" and action == "expire_access_tokens":
-                self.expire_access_tokens(payload.get("platform"))
-            elif request.method == "POST" and action == "throttle_next":
-                self.throttle_next(
-                    payload["platform"],
-                    int(payload.get("count", 1)),
-                    payload.get("status"),
-                    int(payload.get("retry_after", 1)),
-                )
-            elif request.method == "POST" and action == "fail_next":
-                self.fail_next(
-                    payload["platform"], int(payload.get("count", 1)), int(payload.get("status", 500))
-                )
-            elif request.method == "POST" and action == "fail_for":
-                self.fail_for(float(payload.get("seconds", 1)), int(payload.get("status", 500)))
-            elif request.method == "POST" and action == "reset_records":
-                self.reset_records()
-            else:
-                return json_response(404, {"error": f"unknown admin action {request.method} {action}"})
-        except (KeyError, TypeError, ValueError) as exc:
-            return json_response(400, {"error": f"bad admin request: {exc!r}"})
-        return json_response(200, {"ok": True})
 
 
 def _platform_of(path: str) -> str | None:
