@@ -103,7 +103,7 @@ def test_a_new_extract_starts_the_watched_dag_once_and_its_lineage_names_the_tab
         assert (state, run["run_type"]) == ("success", "asset_triggered")
         with psycopg.connect(warehouse_url.replace("+psycopg2", "")) as db:
             rows = dict(db.execute('SELECT "UserId", "UserName" FROM brightspace.users').fetchall())
-        assert len(rows) == 101 and rows["7"] == "renamed7"
+        assert len(rows) == 101 and rows[7] == "renamed7"  # UserId is an integer column
 
         # The listener writes COMPLETE once the task's process is done with it.
         wait_until(lambda: len(lineage_events(local_airflow)) >= 4, "lineage of pull and load", 60)
