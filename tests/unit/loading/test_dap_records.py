@@ -1,0 +1,168 @@
+"""Pulled JSON Lines -> COPY text: values, nulls, escapes, deletes; errors name file, line and column."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_canvas.loading.dap_records import DapDataError, RecordDecoder, RecordStream
+from airflow_provider_canvas.loading.dap_schema import parse_schema
+from airflow_provider_canvas.testing.dap_files import delete, table_schema, upsert, write_jsonl_gz
+
+DECIMAL = {"type": "number", "multipleOf": 0.01, "exclusiveMaximum": 1e6, "exclusiveMinimum": -1e6}
+SCHEMA = parse_schema(
+    table_schema(
+        {"id": {"type": "integer", "format": "int64"}},
+        {
+            "name": {"type": "string"},
+            "n": {"type": "integer", "format": "int32"},
+            "score": {"type": "number"},
+            "price": {
+                "type": "number",
+                "multipleOf": 0.01,
+                "exclusiveMaximum": 1e6,
+                "exclusiveMinimum": -1e6,
+            },
+            "ok": {"type": "boolean"},
+            "at": {"type": "string", "format": "date-time"},
+            "extra": {"type": "object"},
+        },
+    )
+)
+TS = "2026-01-02T03:04:05.123Z"
+
+
+def copy_text(record: dict | bytes, *, with_deleted: bool = False) -> list[str]:
+    line = record if isinstance(record, bytes) else json.dumps(record, separators=(",", ":")).encode()
+    text, _ = RecordDecoder(SCHEMA, with_deleted=with_deleted).row(line)
+    assert text.endswith("\n")
+    return text[:-1].split("\t")
+
+
+def test_values_become_copy_text_in_schema_column_order():
+    record = upsert(
+        {"id": 7},
+        {"name": "Ann", "n": 3, "score": 0.5, "price": 12.34, "ok": True, "at": TS, "extra": {"a": [1, "x"]}},
+        TS,
+    )
+    assert copy_text(record) == ["7", "Ann", "3", "0.5", "12.34", "t", TS, '{"a":[1,"x"]}', TS]
+
+
+def test_absent_and_null_values_are_null_and_escapes_survive():
+    record = {
+        "key": {"id": 1},
+        "value": {"name": "tab\there\nnew\\line\r", "n": None, "ok": False},
+        "meta": {},
+    }
+    assert copy_text(record) == [
+        "1",
+        "tab\\there\\nnew\\\\line\\r",
+        "\\N",
+        "\\N",
+        "\\N",
+        "f",
+        "\\N",
+        "\\N",
+        "\\N",
+    ]
+
+
+def test_decimals_keep_their_digits_and_nested_json_is_kept_as_sent():
+    record = b'{"key":{"id":1},"value":{"price":0.1000000000000000055511151231257827,"extra":{"s":"a\\\\b"}}}'
+    values = copy_text(record)
+    assert values[4] == "0.1000000000000000055511151231257827"  # not rounded through a float
+    assert values[7] == '{"s":"a\\\\\\\\b"}'  # the JSON text, its backslash escaped for COPY
+
+
+def test_a_delete_is_flagged_and_has_only_its_key():
+    decoder = RecordDecoder(SCHEMA, with_deleted=True)
+    text, deleted = decoder.row(json.dumps(delete({"id": 9}, TS)).encode())
+    assert deleted
+    assert text.rstrip("\n").split("\t") == ["9", *["\\N"] * 7, TS, "t"]
+    assert copy_text(upsert({"id": 9}, {}, TS), with_deleted=True)[-1] == "f"
+
+
+def files(tmp_path: Path, *parts: list) -> list[Path]:
+    paths = []
+    for index, records in enumerate(parts):
+        path = tmp_path / f"part-{index}.json.gz"
+        write_jsonl_gz(path, records)
+        paths.append(path)
+    return paths
+
+
+def stream_of(paths: list[Path], mode: str = "incremental", base: Path | None = None) -> RecordStream:
+    return RecordStream(
+        RecordDecoder(SCHEMA, with_deleted=True), paths, mode=mode, label="canvas.t", base=base
+    )
+
+
+def test_a_stream_counts_rows_and_deletes_per_file_and_maps_copy_lines_back(tmp_path):
+    paths = files(
+        tmp_path,
+        [upsert({"id": i}, {"name": f"n{i}"}, TS) for i in range(3)],
+        [delete({"id": 1}, TS), upsert({"id": 5}, {}, TS)],
+    )
+    stream = stream_of(paths, base=tmp_path)
+    text = "".join(stream.chunks())
+    assert text.count("\n") == 5
+    assert (stream.rows, stream.deletes) == (5, 1)
+    assert stream.per_file == {paths[0]: (3, 0), paths[1]: (2, 1)}
+    assert stream.where(1) == "part-0.json.gz line 1"
+    assert stream.where(4) == "part-1.json.gz line 1"
+    assert stream.where(5) == "part-1.json.gz line 2"
+
+
+def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path):
+    path = tmp_path / "plain.jsonl"  # not gzip: read as is
+    path.write_text('{"key":{"id":1}}\n\n{"key":{"id":2}}\n')
+    stream = stream_of([path])
+    assert "".join(stream.chunks()).count("\n") == 2
+    assert stream.where(2).endswith("plain.jsonl line 3")
+
+
+def test_deletes_in_a_snapshot_are_skipped_and_counted(tmp_path):
+    paths = files(tmp_path, [upsert({"id": 1}, {}, TS), delete({"id": 2}, TS), upsert({"id": 3}, {}, TS)])
+    stream = stream_of(paths, mode="snapshot", base=tmp_path)
+    assert "".join(stream.chunks()).count("\n") == 2
+    assert (stream.rows, stream.skipped) == (2, 1)
+    assert stream.where(2) == "part-0.json.gz line 3"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"key":{"id":1},"value":{"n":"12"}}', r"line 2: column 'n': Expected `int \| null`, got `str`$"),
+        (b'{"key":{"id":1},"value":{"ok":1}}', r"line 2: column 'ok': Expected `bool \| null`, got `int`$"),
+        (b'{"key":{"id":"1"}}', r"line 2: column 'id': Expected `int`, got `str`$"),
+        (b'{"key":{}}', r"line 2: column 'key': Object missing required field `id`$"),
+        (b'{"value":{}}', r"line 2: Object missing required field `key`"),
+        (b'{"key":{"id":1}', r"line 2: Input data was truncated"),
+    ],
+)
+def test_a_bad_record_names_file_line_and_column_but_never_the_value(tmp_path, line, message):
+    path = tmp_path / "part-0.json.gz"
+    path.write_bytes(gzip.compress(b'{"key":{"id":0}}\n' + line + b"\n"))
+    stream = stream_of([path], base=tmp_path)
+    with pytest.raises(DapDataError, match=r"^canvas.t: part-0.json.gz " + message) as caught:
+        "".join(stream.chunks())
+    assert '"12"' not in str(caught.value)
+    assert stream.error is caught.value
+
+
+def test_a_truncated_gzip_file_is_named(tmp_path):
+    path = files(tmp_path, [upsert({"id": i}, {"name": "x" * 100}, TS) for i in range(2000)])[0]
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DapDataError, match=r"part-0\.json\.gz is not a complete gzip JSON Lines file"):
+        "".join(stream_of([path], base=tmp_path).chunks())
+
+
+def test_chunks_are_bounded_and_read_like_a_file_for_psycopg2(tmp_path):
+    paths = files(tmp_path, [upsert({"id": i}, {"name": "x" * 500}, TS) for i in range(5000)])
+    sizes = [len(chunk) for chunk in stream_of(paths).chunks()]
+    assert len(sizes) > 1 and max(sizes) < 2**20 + 2000
+    reader = stream_of(paths)
+    assert "".join(iter(lambda: reader.read(2**16), "")).count("\n") == 5000
