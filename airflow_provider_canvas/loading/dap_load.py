@@ -28,7 +28,7 @@ import pendulum
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 from airflow_provider_canvas.loading.dap_ledger import BatchCounts, DapLedger, LoadedTable, advisory_key
-from airflow_provider_canvas.loading.dap_records import DapDataError, RecordDecoder, RecordStream
+from airflow_provider_canvas.loading.dap_records import DapDataError, RecordDecoder
 from airflow_provider_canvas.loading.dap_schema import (
     DapSchemaChangeError,
     DapTableSchema,
@@ -37,6 +37,7 @@ from airflow_provider_canvas.loading.dap_schema import (
 )
 from airflow_provider_canvas.loading.dap_sql import DapSql
 from airflow_provider_canvas.loading.dap_state import DapBatch, DapTableFolder, DapTableState
+from airflow_provider_canvas.loading.dap_stream import RecordStream
 
 log = logging.getLogger(__name__)
 

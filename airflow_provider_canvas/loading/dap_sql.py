@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_canvas.loading.dap_records import CHUNK_CHARS, RecordDecoder, RecordStream
+from airflow_provider_canvas.loading.dap_records import COPY_OPTIONS, RecordDecoder
 from airflow_provider_canvas.loading.dap_schema import DapColumn, DapTableSchema
+from airflow_provider_canvas.loading.dap_stream import CHUNK_BYTES, RecordStream
 
 STAGE = "_dap_stage"
 DELETED = "_dap_deleted"
@@ -106,7 +107,7 @@ class DapSql:
     ) -> str:
         sql = self.sql
         target = sql.Identifier(table) if temporary else self._table(table)
-        options = sql.SQL(" WITH (FREEZE)" if freeze else "")
+        options = sql.SQL(f" WITH ({COPY_OPTIONS}{', FREEZE' if freeze else ''})")
         statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
             target, self._names(decoder.copy_columns), options
         )
@@ -115,11 +116,14 @@ class DapSql:
     def copy(self, cur: Any, statement: str, stream: RecordStream) -> int:
         """Stream the rows through ``COPY ... FROM STDIN``; returns the rows copied (both drivers say)."""
         if hasattr(cur, "copy"):  # psycopg 3
-            with cur.copy(statement) as copy:
+            from psycopg.copy import QueuedLibpqWriter
+
+            # A thread sends while this one formats the next chunk: Python and the server overlap.
+            with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
                 for chunk in stream.chunks():
                     copy.write(chunk)
         else:  # psycopg2
-            cur.copy_expert(statement, stream, size=CHUNK_CHARS)
+            cur.copy_expert(statement, stream, size=CHUNK_BYTES)
         return int(cur.rowcount)
 
     def keep_last_per_key(self, cur: Any, stage: str, schema: DapTableSchema) -> int:

@@ -33,6 +33,20 @@ VALUE = {
     "settings": {"type": "object"},
 }
 COLUMNS = ["id", *VALUE, "meta_ts"]
+#: Strings that CSV, COPY or the loader's encoding could get wrong; each must come back unchanged.
+TRICKY = [
+    'say "hi"',
+    "a],[b",
+    "é ü 中文 😀",
+    "ctrl\x01x",
+    "cr\rlf\n",
+    "null",
+    "",
+    "back\\slash",
+    '"],["',
+    "\\N",
+    "\\.",
+]
 
 
 def iso(moment: datetime) -> str:
@@ -52,14 +66,16 @@ class SourceTable:
     @staticmethod
     def value(i: int, version: int = 0) -> dict[str, Any]:
         return {
-            "name": f"User {i} v{version}" + ("\ttab\n\\" if i % 7 == 0 else ""),
+            "name": TRICKY[i % len(TRICKY)]
+            if i % 3 == 0
+            else f"User {i} v{version}" + ("\ttab\n\\" * (i % 7 == 0)),
             "workflow_state": "active" if i % 3 else "deleted",
             "created_at": iso(T0 + timedelta(minutes=i)),
             "n": i * 10 + version if i % 5 else None,
             "score": i / 3,
             "price": float(f"{i}.{version:02d}"),  # json writes it as 12.34, as DAP does
             "is_admin": i % 2 == 0,
-            "settings": {"i": i, "tags": ["a", str(version)]} if i % 4 else None,
+            "settings": {"i": i, "tags": ["a", TRICKY[i % len(TRICKY)]]} if i % 4 else None,
         }
 
     def _record(self, i: int, value: dict[str, Any], ts: datetime, action: str | None) -> dict:

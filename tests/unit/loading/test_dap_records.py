@@ -1,4 +1,7 @@
-"""Pulled JSON Lines -> COPY text: values, nulls, escapes, deletes; errors name file, line and column."""
+"""Pulled JSON Lines -> COPY CSV: values, nulls, escapes, deletes; errors name file, line and column.
+
+The CSV is what PostgreSQL reads with ``FORMAT csv, NULL 'null', ESCAPE '\\'``; the integration
+tests load it into PostgreSQL and compare every value."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_canvas.loading.dap_records import DapDataError, RecordDecoder, RecordStream
+from airflow_provider_canvas.loading.dap_records import DapDataError, RecordDecoder
 from airflow_provider_canvas.loading.dap_schema import parse_schema
+from airflow_provider_canvas.loading.dap_stream import RecordStream
 from airflow_provider_canvas.testing.dap_files import delete, table_schema, upsert, write_jsonl_gz
 
 DECIMAL = {"type": "number", "multipleOf": 0.01, "exclusiveMaximum": 1e6, "exclusiveMinimum": -1e6}
@@ -20,12 +24,7 @@ SCHEMA = parse_schema(
             "name": {"type": "string"},
             "n": {"type": "integer", "format": "int32"},
             "score": {"type": "number"},
-            "price": {
-                "type": "number",
-                "multipleOf": 0.01,
-                "exclusiveMaximum": 1e6,
-                "exclusiveMinimum": -1e6,
-            },
+            "price": DECIMAL,
             "ok": {"type": "boolean"},
             "at": {"type": "string", "format": "date-time"},
             "extra": {"type": "object"},
@@ -35,54 +34,59 @@ SCHEMA = parse_schema(
 TS = "2026-01-02T03:04:05.123Z"
 
 
-def copy_text(record: dict | bytes, *, with_deleted: bool = False) -> list[str]:
+def csv_line(record: dict | bytes, *, with_deleted: bool = False) -> bytes:
     line = record if isinstance(record, bytes) else json.dumps(record, separators=(",", ":")).encode()
-    text, _ = RecordDecoder(SCHEMA, with_deleted=with_deleted).row(line)
-    assert text.endswith("\n")
-    return text[:-1].split("\t")
+    text = RecordDecoder(SCHEMA, with_deleted=with_deleted).row(line)
+    assert text.endswith(b"\n") and text.count(b"\n") == 1 + text[:-1].count(b"\n")
+    return text[:-1]
 
 
-def test_values_become_copy_text_in_schema_column_order():
+def test_values_become_csv_in_schema_column_order():
     record = upsert(
         {"id": 7},
-        {"name": "Ann", "n": 3, "score": 0.5, "price": 12.34, "ok": True, "at": TS, "extra": {"a": [1, "x"]}},
+        {
+            "name": "Ann, Jr",
+            "n": 3,
+            "score": 0.5,
+            "price": 12.34,
+            "ok": True,
+            "at": TS,
+            "extra": {"a": [1, "x"]},
+        },
         TS,
     )
-    assert copy_text(record) == ["7", "Ann", "3", "0.5", "12.34", "t", TS, '{"a":[1,"x"]}', TS]
+    assert csv_line(record) == (
+        b'7,"Ann, Jr",3,0.5,"12.34",true,"2026-01-02T03:04:05.123Z",'
+        b'"{\\"a\\":[1,\\"x\\"]}","2026-01-02T03:04:05.123Z"'
+    )
 
 
-def test_absent_and_null_values_are_null_and_escapes_survive():
-    record = {
-        "key": {"id": 1},
-        "value": {"name": "tab\there\nnew\\line\r", "n": None, "ok": False},
-        "meta": {},
-    }
-    assert copy_text(record) == [
-        "1",
-        "tab\\there\\nnew\\\\line\\r",
-        "\\N",
-        "\\N",
-        "\\N",
-        "f",
-        "\\N",
-        "\\N",
-        "\\N",
-    ]
+def test_absent_values_are_unquoted_null_and_a_null_string_stays_quoted():
+    assert csv_line({"key": {"id": 1}, "value": {"name": "null", "ok": False}}) == (
+        b'1,"null",null,null,null,false,null,null,null'
+    )
+
+
+def test_quotes_and_backslashes_use_csv_escapes_and_control_characters_are_written_raw():
+    record = {"key": {"id": 1}, "value": {"name": 'say "hi" \\ then\ttab\nnew\rcr\x01 ],[ é'}}
+    assert (
+        csv_line(record).split(b",null")[0] == '1,"say \\"hi\\" \\\\ then\ttab\nnew\rcr\x01 ],[ é"'.encode()
+    )
 
 
 def test_decimals_keep_their_digits_and_nested_json_is_kept_as_sent():
-    record = b'{"key":{"id":1},"value":{"price":0.1000000000000000055511151231257827,"extra":{"s":"a\\\\b"}}}'
-    values = copy_text(record)
-    assert values[4] == "0.1000000000000000055511151231257827"  # not rounded through a float
-    assert values[7] == '{"s":"a\\\\\\\\b"}'  # the JSON text, its backslash escaped for COPY
+    line = b'{"key":{"id":1},"value":{"price":0.1000000000000000055511151231257827,"extra":{"s":"a\\nb"}}}'
+    fields = csv_line(line).split(b",")
+    assert fields[4] == b'"0.1000000000000000055511151231257827"'  # not rounded through a float
+    assert fields[7] == b'"{\\"s\\":\\"a\\\\nb\\"}"'  # the JSON text: its \n stays two characters
 
 
-def test_a_delete_is_flagged_and_has_only_its_key():
-    decoder = RecordDecoder(SCHEMA, with_deleted=True)
-    text, deleted = decoder.row(json.dumps(delete({"id": 9}, TS)).encode())
-    assert deleted
-    assert text.rstrip("\n").split("\t") == ["9", *["\\N"] * 7, TS, "t"]
-    assert copy_text(upsert({"id": 9}, {}, TS), with_deleted=True)[-1] == "f"
+def test_a_delete_has_only_its_key_and_is_flagged():
+    assert (
+        csv_line(delete({"id": 9}, TS), with_deleted=True)
+        == b'9,null,null,null,null,null,null,null,"' + TS.encode() + b'",true'
+    )
+    assert csv_line(upsert({"id": 9}, {}, TS), with_deleted=True).endswith(b",false")
 
 
 def files(tmp_path: Path, *parts: list) -> list[Path]:
@@ -95,20 +99,19 @@ def files(tmp_path: Path, *parts: list) -> list[Path]:
 
 
 def stream_of(paths: list[Path], mode: str = "incremental", base: Path | None = None) -> RecordStream:
-    return RecordStream(
-        RecordDecoder(SCHEMA, with_deleted=True), paths, mode=mode, label="canvas.t", base=base
-    )
+    decoder = RecordDecoder(SCHEMA, with_deleted=True)
+    return RecordStream(decoder, paths, mode=mode, label="canvas.t", base=base)
 
 
-def test_a_stream_counts_rows_and_deletes_per_file_and_maps_copy_lines_back(tmp_path):
+def test_a_stream_counts_rows_and_deletes_per_file_and_maps_copy_rows_back(tmp_path):
     paths = files(
         tmp_path,
         [upsert({"id": i}, {"name": f"n{i}"}, TS) for i in range(3)],
         [delete({"id": 1}, TS), upsert({"id": 5}, {}, TS)],
     )
     stream = stream_of(paths, base=tmp_path)
-    text = "".join(stream.chunks())
-    assert text.count("\n") == 5
+    text = b"".join(stream.chunks())
+    assert text.count(b"\n") == 5
     assert (stream.rows, stream.deletes) == (5, 1)
     assert stream.per_file == {paths[0]: (3, 0), paths[1]: (2, 1)}
     assert stream.where(1) == "part-0.json.gz line 1"
@@ -118,16 +121,17 @@ def test_a_stream_counts_rows_and_deletes_per_file_and_maps_copy_lines_back(tmp_
 
 def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path):
     path = tmp_path / "plain.jsonl"  # not gzip: read as is
-    path.write_text('{"key":{"id":1}}\n\n{"key":{"id":2}}\n')
+    path.write_text('{"key":{"id":1}}\n\n  \n{"key":{"id":2}}')  # no newline at the end
     stream = stream_of([path])
-    assert "".join(stream.chunks()).count("\n") == 2
-    assert stream.where(2).endswith("plain.jsonl line 3")
+    assert b"".join(stream.chunks()).count(b"\n") == 2
+    assert stream.where(1).endswith("plain.jsonl line 1")
+    assert stream.where(2).endswith("plain.jsonl line 4")
 
 
 def test_deletes_in_a_snapshot_are_skipped_and_counted(tmp_path):
     paths = files(tmp_path, [upsert({"id": 1}, {}, TS), delete({"id": 2}, TS), upsert({"id": 3}, {}, TS)])
     stream = stream_of(paths, mode="snapshot", base=tmp_path)
-    assert "".join(stream.chunks()).count("\n") == 2
+    assert b"".join(stream.chunks()).count(b"\n") == 2
     assert (stream.rows, stream.skipped) == (2, 1)
     assert stream.where(2) == "part-0.json.gz line 3"
 
@@ -141,6 +145,7 @@ def test_deletes_in_a_snapshot_are_skipped_and_counted(tmp_path):
         (b'{"key":{}}', r"line 2: column 'key': Object missing required field `id`$"),
         (b'{"value":{}}', r"line 2: Object missing required field `key`"),
         (b'{"key":{"id":1}', r"line 2: Input data was truncated"),
+        (b'{"key":{"id":1},"value":{"name":"a\tb"}}', r"line 2: JSON is malformed: invalid character"),
     ],
 )
 def test_a_bad_record_names_file_line_and_column_but_never_the_value(tmp_path, line, message):
@@ -148,7 +153,7 @@ def test_a_bad_record_names_file_line_and_column_but_never_the_value(tmp_path, l
     path.write_bytes(gzip.compress(b'{"key":{"id":0}}\n' + line + b"\n"))
     stream = stream_of([path], base=tmp_path)
     with pytest.raises(DapDataError, match=r"^canvas.t: part-0.json.gz " + message) as caught:
-        "".join(stream.chunks())
+        b"".join(stream.chunks())
     assert '"12"' not in str(caught.value)
     assert stream.error is caught.value
 
@@ -157,12 +162,12 @@ def test_a_truncated_gzip_file_is_named(tmp_path):
     path = files(tmp_path, [upsert({"id": i}, {"name": "x" * 100}, TS) for i in range(2000)])[0]
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(DapDataError, match=r"part-0\.json\.gz is not a complete gzip JSON Lines file"):
-        "".join(stream_of([path], base=tmp_path).chunks())
+        b"".join(stream_of([path], base=tmp_path).chunks())
 
 
 def test_chunks_are_bounded_and_read_like_a_file_for_psycopg2(tmp_path):
-    paths = files(tmp_path, [upsert({"id": i}, {"name": "x" * 500}, TS) for i in range(5000)])
+    paths = files(tmp_path, [upsert({"id": i}, {"name": "x" * 500}, TS) for i in range(8000)])
     sizes = [len(chunk) for chunk in stream_of(paths).chunks()]
-    assert len(sizes) > 1 and max(sizes) < 2**20 + 2000
+    assert len(sizes) > 1 and max(sizes) < 2 * 2**20 + 10_000
     reader = stream_of(paths)
-    assert "".join(iter(lambda: reader.read(2**16), "")).count("\n") == 5000
+    assert b"".join(iter(lambda: reader.read(2**16), b"")).count(b"\n") == 8000
