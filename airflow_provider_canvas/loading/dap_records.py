@@ -9,10 +9,10 @@ then encodes a whole block of rows as JSON arrays, which is CSV as PostgreSQL re
 and ``\\\\`` escapes, ``null`` unquoted. Only control characters (``\\n``, ``\\t``, ... in JSON)
 have to be written raw, and only blocks whose source has such escapes pay for that pass.
 
-So no value passes through Python code of ours, except nested JSON (one ``decode``). Files are read
-gzip block by block and handed out in chunks of about ``CHUNK_BYTES``: memory does not grow with the
-file. msgspec comes with Airflow (its Task SDK uses it). Measured against letting PostgreSQL parse
-the JSON (``benchmarks/dap_load.py``).
+So no value passes through Python code of ours, except nested JSON and decimals (one ``decode``).
+Reading the files a block at a time is :mod:`~airflow_provider_canvas.loading.dap_stream`'s job.
+msgspec comes with Airflow (its Task SDK uses it). Measured against letting PostgreSQL parse the
+JSON (``benchmarks/dap_load.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from airflow_provider_canvas.loading.dap_schema import DapColumn, DapTableSchema
 
 log = logging.getLogger(__name__)
 
+#: The last column of a staged row: true for a ``meta.action = "D"`` record.
+DELETED_COLUMN = "_dap_deleted"
 #: The COPY options the encoded rows are read with.
 COPY_OPTIONS = "FORMAT csv, NULL 'null', ESCAPE '\\'"
 _INTEGER_TYPES = {"smallint", "integer", "bigint"}
@@ -113,7 +115,7 @@ class RecordDecoder:
     def __init__(self, schema: DapTableSchema, *, with_deleted: bool) -> None:
         keys = [c for c in schema.columns if c.role == "key"]
         values = [c for c in schema.columns if c.role == "value"]
-        self.copy_columns = [*schema.names, *(["_dap_deleted"] if with_deleted else [])]
+        self.copy_columns = [*schema.names, *([DELETED_COLUMN] if with_deleted else [])]
         value_type = _struct("DapValue", values, False)
         meta_type = msgspec.defstruct(
             "DapMeta", [("ts", str | None, None), ("action", str | None, None)], gc=False
@@ -140,12 +142,13 @@ class RecordDecoder:
             return b""
         out = self._encode(rows)  # [[...],[...],...]
         if out.count(b"],[") == len(rows) - 1:
-            out = out[2:-2].replace(b"],[", b"\n")
+            out = out.replace(b"],[", b"\n")
+            body = memoryview(out)[2:-2]
         else:  # a value holds "],[" itself: one row at a time
-            out = b"\n".join(self._encode(row)[1:-1] for row in rows)
+            body = memoryview(b"\n".join(self._encode(row)[1:-1] for row in rows))
         if controls:
-            out = _ESCAPE.sub(_raw_control, out)  # a raw newline is fine inside a quoted CSV value
-        return out + b"\n"
+            body = memoryview(_ESCAPE.sub(_raw_control, body))  # raw newlines are fine in quoted CSV
+        return b"".join((body, b"\n"))
 
     def row(self, line: bytes) -> bytes:
         """The CSV line of one JSON line (tests, and finding a bad line)."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_canvas.loading.dap_records import COPY_OPTIONS, RecordDecoder
+from airflow_provider_canvas.loading.dap_records import COPY_OPTIONS, DELETED_COLUMN, RecordDecoder
 from airflow_provider_canvas.loading.dap_schema import DapColumn, DapTableSchema
-from airflow_provider_canvas.loading.dap_stream import CHUNK_BYTES, RecordStream
+from airflow_provider_canvas.loading.dap_stream import RecordStream, prefetched
 
 STAGE = "_dap_stage"
-DELETED = "_dap_deleted"
+DELETED = DELETED_COLUMN
 
 
 class DapSql:
@@ -116,14 +116,11 @@ class DapSql:
     def copy(self, cur: Any, statement: str, stream: RecordStream) -> int:
         """Stream the rows through ``COPY ... FROM STDIN``; returns the rows copied (both drivers say)."""
         if hasattr(cur, "copy"):  # psycopg 3
-            from psycopg.copy import QueuedLibpqWriter
-
-            # A thread sends while this one formats the next chunk: Python and the server overlap.
-            with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-                for chunk in stream.chunks():
+            with cur.copy(statement) as copy:
+                for chunk in prefetched(stream.chunks()):
                     copy.write(chunk)
         else:  # psycopg2
-            cur.copy_expert(statement, stream, size=CHUNK_BYTES)
+            cur.copy_expert(statement, stream)
         return int(cur.rowcount)
 
     def keep_last_per_key(self, cur: Any, stage: str, schema: DapTableSchema) -> int:

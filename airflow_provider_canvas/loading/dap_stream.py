@@ -1,8 +1,8 @@
 """The rows of a Canvas Data 2 batch's files, in order, as COPY CSV chunks that remember where rows came from.
 
-Files are read block by block (gzip, or plain JSON Lines); each block's rows are encoded together
-(:class:`~airflow_provider_canvas.loading.dap_records.RecordDecoder`) and handed out in chunks of
-about ``CHUNK_BYTES``, so memory does not grow with the file. PostgreSQL numbers the rows of a COPY;
+Files are read block by block (gzip, or plain JSON Lines, 1 MiB at a time); each block's rows are
+encoded together (:class:`~airflow_provider_canvas.loading.dap_records.RecordDecoder`) and handed
+out as one chunk, so memory does not grow with the file. PostgreSQL numbers the rows of a COPY;
 :meth:`RecordStream.where` turns that number back into a file and line.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import queue
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -29,10 +31,60 @@ from airflow_provider_canvas.loading.dap_records import (
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 2**20
+#: Chunks encoded ahead of the COPY: what lets Python and the server work at once, and all it holds.
+PREFETCH_CHUNKS = 4
 _READ_BYTES = 2**20
 _GZIP_MAGIC = b"\x1f\x8b"
 _OPEN_BRACE = ord("{")
+
+
+def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator[bytes]:
+    """``chunks``, produced by a thread up to ``depth`` ahead (memory: ``depth`` chunks).
+
+    The thread encodes while this one waits for the server to take the last chunk, so on two
+    cores the client and the server work at once. An error in the thread is raised here; when the
+    consumer stops early, the thread stops at its next chunk.
+    """
+    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: tuple[str, Any]) -> bool:
+        """Queue ``item`` unless the consumer has stopped (then nobody would take it)."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not offer(("chunk", chunk)):
+                    return
+            offer(("end", None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            offer(("error", err))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # the files it has open
+
+    thread = threading.Thread(target=produce, name="dap-copy-encoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ahead.get()
+            if kind == "chunk":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _open(path: Path) -> Any:
@@ -42,15 +94,17 @@ def _open(path: Path) -> Any:
 
 
 def _blocks(path: Path) -> Iterator[tuple[bytes, list[bytes]]]:
-    """(block, its lines) of a gzip (or plain) JSON Lines file; a line never spans two blocks."""
+    """(data, its whole lines) of a gzip (or plain) JSON Lines file, a block at a time.
+
+    ``data`` may end with the start of the next block's first line (read, not yet split off).
+    """
     with _open(path) as stream:
         rest = b""
         while block := stream.read(_READ_BYTES):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if cut:
-                yield block[:cut], block[: cut - 1].split(b"\n")
+            data = rest + block
+            lines = data.split(b"\n")
+            rest = lines.pop()
+            yield data, lines
         if rest:
             yield rest, [rest]
 
@@ -107,8 +161,6 @@ class RecordStream:
             raise
 
     def _chunks(self) -> Iterator[bytes]:
-        buffer: list[bytes] = []
-        size = 0
         started = last_log = time.monotonic()
         for index, path in enumerate(self.files, 1):
             name = self._name(path)
@@ -117,37 +169,37 @@ class RecordStream:
             rows_before, deletes_before = self.rows, self.deletes
             try:
                 number = 0
-                for block, lines in _blocks(path):
-                    encoded = self._encode_block(block, lines, name, number)
+                for data, lines in _blocks(path):
+                    encoded = self._encode_block(data, lines, name, number)
                     number += len(lines)
-                    buffer.append(encoded)
-                    size += len(encoded)
-                    if size >= CHUNK_BYTES:
-                        yield b"".join(buffer)
-                        buffer, size = [], 0
-                        if time.monotonic() - last_log >= 30:
-                            last_log = time.monotonic()
-                            log.info(
-                                "%s: %d rows read (file %d of %d), %.0f s",
-                                self.label,
-                                self.rows,
-                                index,
-                                len(self.files),
-                                last_log - started,
-                            )
+                    if encoded:
+                        yield encoded  # about a block's worth (_READ_BYTES of JSON): bounded
+                    if time.monotonic() - last_log >= 30:
+                        last_log = time.monotonic()
+                        log.info(
+                            "%s: %d rows read (file %d of %d), %.0f s",
+                            self.label,
+                            self.rows,
+                            index,
+                            len(self.files),
+                            last_log - started,
+                        )
             except (OSError, EOFError, zlib.error) as err:
                 raise DapDataError(
                     f"{self.label}: {name} is not a complete gzip JSON Lines file ({err}); "
                     "pull the batch again"
                 ) from None
             self.per_file[path] = (self.rows - rows_before, self.deletes - deletes_before)
-        if buffer:
-            yield b"".join(buffer)
         if self.skipped:
             log.warning("%s: %d delete records in a snapshot skipped", self.label, self.skipped)
 
-    def _encode_block(self, block: bytes, lines: list[bytes], name: str, number: int) -> bytes:
-        """One block's rows as CSV. The hot loop: one decode and one tuple a row, nothing per value."""
+    def _encode_block(self, data: bytes, lines: list[bytes], name: str, number: int) -> bytes:
+        """One block's rows as CSV: one decode and one tuple a row, nothing per value."""
+        rows = self._rows(lines, name, number)
+        has_escapes = b"\\" in data and CONTROL_HINT.search(data) is not None
+        return self.decoder.encode(rows, controls=has_escapes)
+
+    def _rows(self, lines: list[bytes], name: str, number: int) -> list[tuple[Any, ...]]:
         decode, values = self.decoder.decode, self.decoder.values
         snapshot = self.mode == "snapshot"
         rows: list[tuple[Any, ...]] = []
@@ -177,8 +229,7 @@ class RecordStream:
         self.rows += len(rows)
         self.deletes += deletes
         self.skipped += skipped
-        has_escapes = b"\\" in block and CONTROL_HINT.search(block) is not None
-        return self.decoder.encode(rows, controls=has_escapes)
+        return rows
 
     def where(self, copy_line: int) -> str:
         """'file line N' of the row PostgreSQL numbered ``copy_line`` in this COPY."""
@@ -194,5 +245,5 @@ class RecordStream:
     def read(self, size: int = -1) -> bytes:
         """For psycopg2's ``copy_expert``, which reads a file object."""
         if self._iterator is None:
-            self._iterator = self.chunks()
+            self._iterator = prefetched(self.chunks())
         return next(self._iterator, b"")

@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_canvas.loading.dap_records import DapDataError, RecordDecoder
 from airflow_provider_canvas.loading.dap_schema import parse_schema
-from airflow_provider_canvas.loading.dap_stream import RecordStream
+from airflow_provider_canvas.loading.dap_stream import RecordStream, prefetched
 from airflow_provider_canvas.testing.dap_files import delete, table_schema, upsert, write_jsonl_gz
 
 DECIMAL = {"type": "number", "multipleOf": 0.01, "exclusiveMaximum": 1e6, "exclusiveMinimum": -1e6}
@@ -171,3 +171,34 @@ def test_chunks_are_bounded_and_read_like_a_file_for_psycopg2(tmp_path):
     assert len(sizes) > 1 and max(sizes) < 2 * 2**20 + 10_000
     reader = stream_of(paths)
     assert b"".join(iter(lambda: reader.read(2**16), b"")).count(b"\n") == 8000
+
+
+def test_prefetched_keeps_order_raises_the_producers_error_and_stops_when_the_consumer_does():
+    import threading
+
+    assert list(prefetched(iter([b"a", b"b", b"c"]))) == [b"a", b"b", b"c"]
+
+    def failing():
+        yield b"a"
+        raise DapDataError("bad line")
+
+    got = []
+    with pytest.raises(DapDataError, match="bad line"):
+        for chunk in prefetched(failing()):
+            got.append(chunk)
+    assert got == [b"a"]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield b"x"
+        finally:
+            closed.set()
+
+    chunks = prefetched(endless(), depth=2)
+    assert next(chunks) == b"x"
+    chunks.close()  # the consumer stops: the producer thread ends and closes its source
+    assert closed.wait(5)
+    assert not any(t.name == "dap-copy-encoder" for t in threading.enumerate())
