@@ -155,7 +155,7 @@ class DapTableLoader:
         schema = read_schema_file(folder.schema_file(max(b.schema_version for b in pending)))
         added: list[str] = []
         if loaded is not None:
-            added = self._apply_schema_change(cur, name, qualified, folder, loaded, schema, target)
+            added = self._apply_schema_change(cur, name, qualified, folder, loaded, schema, target, snapshot)
         records = upserted = deleted = 0
         counts: list[tuple[DapBatch, BatchCounts]] = []
         if snapshot is not None:
@@ -231,15 +231,21 @@ class DapTableLoader:
         loaded: LoadedTable,
         schema: DapTableSchema,
         target: str,
+        snapshot: DapBatch | None,
     ) -> list[str]:
         change = compare(loaded.columns, schema)
         if change.breaking:
+            if snapshot is not None:  # the rows to make it again from are pulled already
+                remedy = f"and load again: snapshot {snapshot.job_id} makes it again"
+            else:
+                remedy = (
+                    f"have the pull start again with a snapshot (move {folder.path / 'state.json'} "
+                    "away), pull, and load: the table is made again"
+                )
             raise DapSchemaChangeError(
                 f"{name}: schema version {schema.version} cannot be applied to {qualified} (made from "
                 f"version {loaded.schema_version}) by adding columns: {'; '.join(change.problems)}. "
-                f"To go on: drop the table (DROP TABLE {qualified}), have the pull start again with a "
-                f"snapshot (move {folder.path / 'state.json'} away), pull, and load: the table is made "
-                f"again from version {schema.version}"
+                f"To go on: drop the table (DROP TABLE {qualified}), {remedy} from version {schema.version}"
             )
         for column in change.added:
             self.db.add_column(cur, target, column)

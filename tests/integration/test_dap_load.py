@@ -3,6 +3,7 @@ bad values. The source table is a model kept in Python; the loaded table must eq
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -362,3 +363,64 @@ def test_repeated_keys_in_a_first_snapshot_keep_the_last_row(loader, source, sch
     result = loader.load(source.pulled.folder)
     assert result.rows_upserted == 1
     assert table_rows(schema, columns=["id", "name"]) == {1: (1, "last")}
+
+
+def test_a_bad_incremental_after_a_pending_snapshot_rolls_back_the_snapshot_too(loader, source, schema):
+    source.snapshot(range(1, 101))
+    source.incremental([(1, 1)], files=1, n="not a number")  # the whole load is one transaction
+
+    with pytest.raises(DapDataError, match=r"job-2/part-00000.json.gz line 1: column 'n'"):
+        loader.load(source.pulled.folder)
+
+    with psycopg.connect(dsn()) as db:
+        assert db.execute("SELECT to_regclass(%s)", (f'"{schema}".users',)).fetchone()[0] is None
+        assert db.execute(f'SELECT count(*) FROM "{schema}"."{LOADS_TABLE}"').fetchone()[0] == 0
+
+
+def test_two_loads_of_one_table_at_once_apply_each_batch_once(source, schema):
+    source.snapshot(range(1, 2001))
+    source.incremental([(i, 1) for i in range(1, 500)] + [(i, None) for i in range(1500, 1600)])
+    results: list = []
+    errors: list = []
+
+    def load() -> None:
+        with psycopg.connect(dsn()) as db:
+            try:
+                results.append(DapTableLoader(db, schema).load(source.pulled.folder))
+            except Exception as err:  # surfaced by the assertion below
+                errors.append(err)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert errors == []
+    assert sorted(r.skipped or "loaded" for r in results) == ["loaded", "up to date"]
+    assert table_rows(schema) == source.expected()
+    with psycopg.connect(dsn()) as db:
+        assert db.execute(f'SELECT count(*) FROM "{schema}"."{LOADS_TABLE}"').fetchone()[0] == 2
+
+
+def test_a_breaking_change_with_a_new_snapshot_pulled_says_to_drop_and_load_again(loader, source, schema):
+    source.snapshot(range(1, 11))
+    loader.load(source.pulled.folder)
+    source.pulled.write_schema(table_schema({"uuid": {"type": "string"}}, VALUE, version=2))
+    source.pulled.add_batch(
+        "job-new",
+        [[upsert({"uuid": "a"}, {"name": "x"}, iso(source.until), action=None)]],
+        until=iso(T0),
+        schema_version=2,
+    )
+
+    with pytest.raises(DapSchemaChangeError, match=r"the key changed from \['id'\] to \['uuid'\]") as caught:
+        loader.load(source.pulled.folder)
+    assert f"drop the table (DROP TABLE {schema}.users), and load again: snapshot job-new" in str(
+        caught.value
+    )
+
+    with psycopg.connect(dsn()) as db:
+        db.execute(f'DROP TABLE "{schema}".users')
+    assert loader.load(source.pulled.folder).batches == ["job-new"]
+    assert table_rows(schema, columns=["uuid", "name"]) == {"a": ("a", "x")}
