@@ -35,7 +35,7 @@ from airflow_provider_canvas.loading.dap_schema import (
     compare,
     read_schema_file,
 )
-from airflow_provider_canvas.loading.dap_sql import DapSql
+from airflow_provider_canvas.loading.dap_sql import DapSql, sqlstate
 from airflow_provider_canvas.loading.dap_state import DapBatch, DapTableFolder, DapTableState
 from airflow_provider_canvas.loading.dap_stream import RecordStream
 
@@ -110,7 +110,7 @@ class DapTableLoader:
             stream, self._stream = self._stream, None
             if stream is not None and stream.error is not None and err is not stream.error:
                 raise stream.error from None  # psycopg2 replaces an error of the reader with its own
-            if stream is not None and _sqlstate(err).startswith("22"):
+            if stream is not None and sqlstate(err).startswith("22"):
                 raise _data_error(err, stream) from None
             raise
         log.info(
@@ -301,11 +301,6 @@ class DapTableLoader:
 def _counts(folder: DapTableFolder, batch: DapBatch, stream: RecordStream) -> BatchCounts:
     per_file = [stream.per_file.get(path, (0, 0)) for path in folder.files_of(batch)]
     return BatchCounts(sum(r for r, _ in per_file), sum(d for _, d in per_file))
-
-
-def _sqlstate(err: BaseException) -> str:
-    """The PostgreSQL error code of a psycopg 3 or psycopg2 error ("" for other errors)."""
-    return str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
 
 
 def _data_error(err: BaseException, stream: RecordStream) -> DapDataError:

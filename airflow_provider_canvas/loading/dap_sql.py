@@ -79,7 +79,7 @@ class DapSql:
         try:
             cur.execute(add_key)
         except Exception as err:
-            if str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)) != "23505":
+            if sqlstate(err) != "23505":  # unique violation: a key repeats
                 raise
             cur.execute("ROLLBACK TO SAVEPOINT dap_key")
             removed = self._keep_last(cur, self._table(table), schema)
@@ -184,3 +184,8 @@ class DapSql:
         )
         cur.execute(insert + sql.SQL(" DO UPDATE SET {} WHERE {}").format(assignments, changed))
         return int(cur.rowcount)
+
+
+def sqlstate(err: BaseException) -> str:
+    """The PostgreSQL error code of a psycopg 3 or psycopg2 error ("" for other errors)."""
+    return str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
