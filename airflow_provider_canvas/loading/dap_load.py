@@ -163,6 +163,13 @@ class DapTableLoader:
             if exists:
                 upserted, deleted = self._copy_and_apply(cur, stream, schema, target, replace=True)
             else:
+                log.info(
+                    "%s: new table %s, %d columns (schema version %d)",
+                    name,
+                    qualified,
+                    len(schema.columns),
+                    schema.version,
+                )
                 self.db.create_table(cur, target, schema)
                 upserted = self._copy(
                     cur, stream, self.db.copy_statement(target, stream.decoder, freeze=True)
@@ -282,7 +289,14 @@ class DapTableLoader:
         """Stage the stream's rows, keep the last row of each key, then apply them. (upserted, deleted)."""
         stage = self.db.create_stage(cur, schema)
         self._copy(cur, stream, self.db.copy_statement(stage, stream.decoder, freeze=False, temporary=True))
-        self.db.keep_last_per_key(cur, stage, schema)
+        repeated = self.db.keep_last_per_key(cur, stage, schema)
+        log.info(
+            "%s: %d rows staged (%d earlier records of a repeated key dropped); %s",
+            stream.label,
+            stream.rows,
+            repeated,
+            "replacing the table's rows" if replace else "applying deletes and upserts",
+        )
         if replace:
             deleted = self.db.delete_missing(cur, target, stage, schema)
         else:
