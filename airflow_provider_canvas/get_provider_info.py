@@ -193,7 +193,10 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "integration-name": "Canvas Data 2",
-                "python-modules": ["airflow_provider_canvas.operators.canvas_data"],
+                "python-modules": [
+                    "airflow_provider_canvas.operators.canvas_data",
+                    "airflow_provider_canvas.operators.canvas_data_load",
+                ],
             },
         ],
         "sensors": [

@@ -7,9 +7,15 @@ and ``state.json`` under ``CANVAS_DATA_LOCATION/<namespace>/<table>/``. A failed
 download URL or DAP's job-creation limit (about 5 a minute) ends with a message naming the table;
 the next run goes on from the last recorded watermark.
 
-Each table is an Asset: schedule a downstream DAG on
-``canvas_data_asset(LOCATION, "canvas", "users")`` to run after new users data arrives.
-Needs the ``canvas_data_default`` connection (type canvas_data: the DAP client ID and secret).
+Then one ``load_<table>`` task per table applies the new batches to ``canvas_data.<table>`` in the
+``canvas_data_warehouse`` PostgreSQL database: typed columns from DAP's schema, upserts and deletes
+in one transaction per table.
+
+Each pulled and each loaded table is an Asset: schedule a downstream DAG on
+``canvas_data_asset(LOCATION, "canvas", "users")`` (files) or ``canvas_data_table_asset(...)``
+(the PostgreSQL table) to run after new users data arrives.
+Needs the connections ``canvas_data_default`` (type canvas_data: the DAP client ID and secret) and
+``canvas_data_warehouse`` (type postgres).
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import pendulum
 from airflow.sdk import DAG, task
 
 from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator
+from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
 from airflow_provider_canvas.setup_check import skip_unless_configured
 
 LOCATION = os.environ.get("CANVAS_DATA_LOCATION", "/opt/airflow/data/canvas_data")
 #: Seconds between two looks at the DAP jobs (jobs take minutes on DAP; the demo's emulator seconds).
 POLL_SECONDS = float(os.environ.get("CANVAS_DATA_POLL_SECONDS", "30"))
 CANVAS_DATA_CONN_ID = "canvas_data_default"
+WAREHOUSE_CONN_ID = "canvas_data_warehouse"
 NAMESPACE = "canvas"
 TABLES = ["accounts", "users", "courses", "enrollments"]
 
@@ -48,6 +56,7 @@ with DAG(
         skip_unless_configured(
             connections={
                 CANVAS_DATA_CONN_ID: "type canvas_data: the DAP client ID and secret",
+                WAREHOUSE_CONN_ID: "type postgres: the database the tables are loaded into",
             }
         )
 
@@ -63,19 +72,14 @@ with DAG(
     )
     check_setup() >> pull
 
-    # TODO(lead): load each pulled table into PostgreSQL once dap-load's operator is merged:
-    #
-    #   from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
-    #
-    #   for table in TABLES:
-    #       pull >> CanvasDataLoadOperator(
-    #           task_id=f"load_{table}",
-    #           namespace=NAMESPACE,
-    #           table=table,
-    #           location=LOCATION,
-    #           postgres_conn_id="canvas_data_warehouse",
-    #           schema="canvas_data",
-    #       )
-    #
-    # and add "canvas_data_warehouse" ("type postgres: the database the tables are loaded into") to
-    # check_setup's connections, and to deploy/init_connections.py for the compose stack.
+    # One load per table: each applies what its table's pull recorded and its ledger lacks, in one
+    # transaction; a failed load leaves its batches pending for the next run, the other tables go on.
+    for table in TABLES:
+        pull >> CanvasDataLoadOperator(
+            task_id=f"load_{table}",
+            namespace=NAMESPACE,
+            table=table,
+            location=LOCATION,
+            postgres_conn_id=WAREHOUSE_CONN_ID,
+            schema="canvas_data",
+        )

@@ -9,8 +9,9 @@ tasks may not). Every step is idempotent, so it runs again on each ``docker comp
 3. the connections the example DAGs use (``canvas_default``, ``canvas_test``, ``canvas_beta``,
    ``brightspace_default``) with the client secrets of the emulator seed and the tokens the emulator
    wrote to its ``--issued-tokens-out`` file, each with ``lock_conn_id`` = ``token_lock_pg``; the
-   ``token_lock_pg`` and ``brightspace_warehouse`` PostgreSQL connections; and the connection named by
-   ``[canvas_provider] airflow_api_conn_id``, whose user task code logs in as to save rotated tokens.
+   ``token_lock_pg``, ``brightspace_warehouse`` and ``canvas_data_warehouse`` PostgreSQL connections;
+   and the connection named by ``[canvas_provider] airflow_api_conn_id``, whose user task code logs in
+   as to save rotated tokens.
 
 The tokens of a connection that exists already are replaced only when the token file changed since the
 last run (a restarted emulator forgot the old ones). Otherwise they stay: the hooks have rotated them,
@@ -36,6 +37,8 @@ from urllib.parse import urlsplit
 LMS_PLATFORMS = ("canvas", "brightspace")
 LOCK_CONN_ID = "token_lock_pg"
 WAREHOUSE_CONN_ID = "brightspace_warehouse"
+# The Canvas Data 2 tables go into the same warehouse database (schema canvas_data).
+CANVAS_DATA_WAREHOUSE_CONN_ID = "canvas_data_warehouse"
 # A user that may edit connections: SimpleAuthManager's "op" role or above.
 ROLES_THAT_EDIT_CONNECTIONS = ("op", "admin")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
@@ -135,6 +138,7 @@ def postgres_connections(
         # Advisory locks are per database: one of its own never meets Airflow's own advisory locks.
         {"conn_id": LOCK_CONN_ID, "schema": lock_database, **server},
         {"conn_id": WAREHOUSE_CONN_ID, "schema": warehouse_database, **server},
+        {"conn_id": CANVAS_DATA_WAREHOUSE_CONN_ID, "schema": warehouse_database, **server},
     ]
 
 

@@ -112,10 +112,12 @@ def _report_outputs(airflow: LocalAirflow, triggered: dict[str, str], database_u
     # Unpausing the DAG also made its scheduled run: both pulled, one the snapshot, one an incremental.
     runs = airflow.api("GET", "/dags/canvas_data_2_sync/dagRuns").json()["dag_runs"]
     pulls = [airflow.xcom("canvas_data_2_sync", run["dag_run_id"], "pull") for run in runs]
-    for table in sorted(pulls[0]):
-        kinds = "+".join(sorted((p[table]["kind"] for p in pulls), reverse=True))  # snapshot first
-        records = sum(p[table]["records"] for p in pulls)
-        print(f"  Canvas Data 2 canvas.{table}: {kinds} batches, {records} records")
+    with psycopg.connect(database_url.replace("postgresql+psycopg2", "postgresql")) as db:
+        for table in sorted(pulls[0]):
+            kinds = "+".join(sorted((p[table]["kind"] for p in pulls), reverse=True))  # snapshot first
+            records = sum(p[table]["records"] for p in pulls)
+            rows = db.execute(f"SELECT count(*) FROM canvas_data.{table}").fetchone()[0]
+            print(f"  Canvas Data 2 canvas.{table}: {kinds} batches, {records} records -> {rows} rows")
 
 
 def main() -> int:
@@ -163,12 +165,8 @@ def main() -> int:
                 extra={"namespace": "canvas"},
             )
             warehouse = postgres.connection_fields(warehouse_url.rsplit("/", 1)[1])
-            airflow.api(
-                "POST",
-                "/connections",
-                ok=(201,),
-                json={"connection_id": "brightspace_warehouse", **warehouse},
-            )
+            for conn_id in ("brightspace_warehouse", "canvas_data_warehouse"):
+                airflow.api("POST", "/connections", ok=(201,), json={"connection_id": conn_id, **warehouse})
             triggered = {}
             for dag_id, conf in DEMO_RUNS.items():
                 airflow.wait_for_dag(dag_id)

@@ -713,6 +713,7 @@ def test_init_creates_the_connections_the_dags_use(
         "canvas_beta",
         "brightspace_default",
         "brightspace_warehouse",
+        "canvas_data_warehouse",
     } <= set(used)
     missing = set(used) - set(specs)
     assert not missing, f"the example DAGs use connections airflow-init does not create: {missing}"
