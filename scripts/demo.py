@@ -120,6 +120,31 @@ def _report_outputs(airflow: LocalAirflow, triggered: dict[str, str], database_u
             print(f"  Canvas Data 2 canvas.{table}: {kinds} batches, {records} records -> {rows} rows")
 
 
+def _wait(condition: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def _run_on_new_extract(airflow: LocalAirflow, emulator: LmsEmulator) -> str:
+    """Unpause the asset-scheduled DAG; once its watcher has looked, publish a Users extract; its run."""
+    dag_id = "brightspace_on_new_extract"
+    airflow.wait_for_dag(dag_id)
+
+    def listings() -> int:
+        return sum(1 for r in emulator.api_requests if r.path.endswith("/extracts") and r.status == 200)
+
+    before = listings()
+    airflow.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    # Two listings (Full and Differential) per poll: after two polls the watcher knows what exists.
+    _wait(lambda: listings() >= before + 4, "the watcher's first looks at the Users extracts")
+    emulator.brightspace.add_extract("Users", "Differential", rows_count=5)
+    _wait(lambda: airflow.api("GET", f"/dags/{dag_id}/dagRuns").json()["dag_runs"], "the asset-triggered run")
+    return str(airflow.api("GET", f"/dags/{dag_id}/dagRuns").json()["dag_runs"][0]["dag_run_id"])
+
+
 def main() -> int:
     started = time.monotonic()
     shutil.rmtree(WORK, ignore_errors=True)  # a second run starts clean
@@ -148,6 +173,7 @@ def main() -> int:
                 "BRIGHTSPACE_BDS_LOCATION": str(WORK / "bds"),
                 "CANVAS_DATA_LOCATION": str(WORK / "canvas_data"),
                 "CANVAS_DATA_POLL_SECONDS": "1",
+                "BRIGHTSPACE_WATCH_POLL_SECONDS": "1",
             },
         )
         with airflow:
@@ -171,6 +197,9 @@ def main() -> int:
             for dag_id, conf in DEMO_RUNS.items():
                 airflow.wait_for_dag(dag_id)
                 triggered[dag_id] = airflow.trigger(dag_id, conf)
+            # The Data Sets pull must be done first: the watched DAG pulls into the same folder and table.
+            airflow.wait_for_run("brightspace_data_sets_pull", triggered["brightspace_data_sets_pull"], 300)
+            triggered["brightspace_on_new_extract"] = _run_on_new_extract(airflow, emulator)
             print("\nDAG runs")
             for dag_id, run_id in triggered.items():
                 state = airflow.wait_for_run(dag_id, run_id, timeout=300)

@@ -1,4 +1,5 @@
-"""canvas_data_2_sync on a real Airflow: DAP jobs wait in the real triggerer; snapshot, then incremental."""
+"""canvas_data_2_sync on a real Airflow: DAP jobs wait in the real triggerer; snapshot, then incremental,
+each loaded into PostgreSQL, which ends up holding exactly the emulator's tables."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from airflow_provider_canvas.loading.dap_state import DapTableFolder
 from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.dap_jobs import CallLimit
 from airflow_provider_canvas.testing.local_airflow import LocalAirflow
-from airflow_provider_canvas.testing.postgres import fresh_postgres_database
+from airflow_provider_canvas.testing.postgres import configured_server, fresh_postgres_database
 
 pytestmark = pytest.mark.e2e
 
@@ -24,17 +26,28 @@ TABLES = ("accounts", "users", "courses", "enrollments")
 
 
 @pytest.fixture(scope="module")
-def airflow_with_the_dag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalAirflow, Path]]:
-    """One Airflow for this module, whose DAG folder holds only the example DAG under test."""
+def airflow_with_the_dag(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalAirflow, Path, str]]:
+    """One Airflow for this module, whose DAG folder holds only the example DAG under test, and the
+    warehouse database its ``canvas_data_warehouse`` connection points at."""
     dags = tmp_path_factory.mktemp("dags")
     shutil.copy(DAG_FILE, dags)
     location = tmp_path_factory.mktemp("canvas_data")
     env = {"CANVAS_DATA_LOCATION": str(location), "CANVAS_DATA_POLL_SECONDS": "1"}
-    with fresh_postgres_database() as database_url:
+    server = configured_server()
+    with fresh_postgres_database(server) as database_url, fresh_postgres_database(server) as warehouse_url:
         home = tmp_path_factory.mktemp("home")
         airflow = LocalAirflow(home, dags, database_url=database_url, extra_env=env)
         with airflow:
-            yield airflow, location
+            warehouse = server.connection_fields(warehouse_url.rsplit("/", 1)[1])
+            airflow.api(
+                "POST",
+                "/connections",
+                ok=(201,),
+                json={"connection_id": "canvas_data_warehouse", **warehouse},
+            )
+            yield airflow, location, warehouse_url.replace("postgresql+psycopg2", "postgresql")
 
 
 def wait_until_deferred(airflow: LocalAirflow, run_id: str) -> None:
@@ -62,7 +75,7 @@ def finished_pulls(airflow: LocalAirflow) -> list[dict]:
 
 
 def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_triggerer(airflow_with_the_dag):
-    airflow, location = airflow_with_the_dag
+    airflow, location, warehouse_url = airflow_with_the_dag
     users = DapTableFolder(location, "canvas", "users")
     with DapEmulator(rows={"accounts": 10, "users": 300, "courses": 30, "enrollments": 600}) as dap:
         dap.register_client(CLIENT_ID, CLIENT_SECRET)
@@ -87,6 +100,8 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
         assert airflow.wait_for_run("canvas_data_2_sync", second, timeout=240) == "success"
         incremental = airflow.xcom("canvas_data_2_sync", second, "pull")
         log = airflow.task_log("canvas_data_2_sync", second, "pull")
+        loaded = airflow.xcom("canvas_data_2_sync", second, "load_users")
+        final = {t: {r["key"]["id"]: r["value"] for r in dap.table(t).snapshot()[0]} for t in TABLES}
 
     assert {t: snapshot[t]["kind"] for t in TABLES} == dict.fromkeys(TABLES, "snapshot")
     assert snapshot["users"]["records"] == 300 and snapshot["enrollments"]["records"] == 600
@@ -98,3 +113,18 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
     assert json.loads(courses.schema_file(2).read_text())["version"] == 2
     assert not any(d.had_authorization for d in dap.signed_downloads)
     assert "Waiting in the triggerer for 4 DAP job(s)" in log and CLIENT_SECRET not in log
+    # The loads ran after each pull: PostgreSQL holds the emulator's tables, row for row.
+    assert loaded["rows_deleted"] == 2 and loaded["batches"]
+    with psycopg.connect(warehouse_url) as db:
+        for table in TABLES:
+            stored = dict(db.execute(f"SELECT id, to_jsonb(t) FROM canvas_data.{table} t").fetchall())
+            assert stored.keys() == final[table].keys(), table
+            for key, row in final[table].items():
+                assert {c: stored[key][c] for c in ("name", "workflow_state") if c in row} == {
+                    c: row[c] for c in ("name", "workflow_state") if c in row
+                }, (table, key)
+        grading = db.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'canvas_data' "
+            "AND table_name = 'courses' AND column_name = 'grading_scheme'"
+        ).fetchone()[0]
+    assert grading == 1
