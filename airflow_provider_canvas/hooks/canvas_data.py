@@ -11,14 +11,13 @@ import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pendulum
 import requests
 from airflow.sdk import BaseHook
 
 from airflow_provider_canvas.exceptions import (
-    LmsConfigurationError,
     LmsError,
     LmsPermissionError,
     LmsThrottledError,
@@ -36,16 +35,13 @@ from airflow_provider_canvas.hooks.canvas_data_models import (
     login_refused,
 )
 from airflow_provider_canvas.hooks.canvas_data_objects import DapObjectDownloader, PulledObject
+from airflow_provider_canvas.hooks.connected import ConnectedHook
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
 from airflow_provider_canvas.hooks.transport import LmsTransport
 from airflow_provider_canvas.net import absolute_url, redact_url
-from airflow_provider_canvas.tokens import metadata
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 
-class CanvasDataHook(LmsTransport, BaseHook):
+class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
     """Canvas Data 2 tables of one ``canvas_data`` connection.
 
     host: the DAP API URL (empty: ``https://api-gateway.instructure.com``); login/password: the DAP
@@ -65,62 +61,15 @@ class CanvasDataHook(LmsTransport, BaseHook):
     default_conn_name = "canvas_data_default"
     conn_type = "canvas_data"
     hook_name = "Canvas Data 2 (DAP)"
+    credentials_hint = (
+        "the DAP client ID as login and the client secret as password (identity.instructure.com)"
+    )
 
-    def __init__(
-        self,
-        conn_id: str | None = None,
-        *,
-        timeout: tuple[float, float] = (10.0, 60.0),
-        max_retries: int = 5,
-        backoff_seconds: float = 1.0,
-        max_backoff_seconds: float = 60.0,
-        **conn_id_by_name: str,
-    ) -> None:
-        super().__init__()
-        named = conn_id_by_name.pop(self.conn_name_attr, None)
-        if conn_id_by_name:
-            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(conn_id_by_name)}")
-        self.conn_id = conn_id or named or self.default_conn_name
-        self.conn_label = f"connection {self.conn_id!r}"
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
+    def __init__(self, conn_id: str | None = None, **options: Any) -> None:
+        super().__init__(conn_id, **options)
         self._last_retry_after: float | None = None
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
-
-    # Connection -------------------------------------------------------------------------------
-
-    @classmethod
-    def for_connection(cls, connection: Any, *, mask: bool = True, **options: Any) -> Self:
-        """A hook on a connection it does not read itself (the Test button's copy, the triggerer's)."""
-        hook = cls(connection.conn_id, **options)
-        hook._check(connection)
-        if mask:
-            _mask_password(connection)
-        hook.__dict__["connection"] = connection
-        return hook
-
-    @cached_property
-    def connection(self) -> Any:
-        conn = metadata.get_connection(self.conn_id)
-        self._check(conn)
-        _mask_password(conn)
-        return conn
-
-    def _check(self, conn: Any) -> None:
-        if conn.conn_type != self.conn_type:
-            raise LmsConfigurationError(
-                f"{self.conn_label} has type {conn.conn_type!r}; {type(self).__name__} needs a "
-                f"connection of type {self.conn_type!r}"
-            )
-        if not conn.login or not conn.password:
-            raise LmsConfigurationError(
-                f"{self.conn_label} needs the DAP client ID as login and the client secret as password "
-                "(identity.instructure.com)"
-            )
+    def _check_connection(self, conn: Any) -> None:
         if conn.host:
             check_base_url(f"the API URL (host) of {self.conn_label}", conn.host, DEFAULT_API_URL)
 
@@ -306,9 +255,3 @@ class CanvasDataHook(LmsTransport, BaseHook):
             f"DAP at {self.base_url} accepted the client ID and secret (a token valid for "
             f"{self._minutes(token):.0f} minutes; namespace {self.namespace!r})"
         )
-
-
-def _mask_password(conn: Any) -> None:
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(conn.password)
