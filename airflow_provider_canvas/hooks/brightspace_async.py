@@ -8,13 +8,12 @@ does a thread run the shared token lifecycle (lock, re-read, rescue, save-and-ve
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
+from airflow_provider_canvas.hooks.async_base import AsyncConnectedHook
 from airflow_provider_canvas.hooks.bds_async_listing import list_extracts
 from airflow_provider_canvas.hooks.brightspace import SCOPE_ADS_FETCH, BrightspaceHook
 from airflow_provider_canvas.hooks.brightspace_models import BdsExtract
@@ -23,19 +22,8 @@ from airflow_provider_canvas.net import absolute_url, is_throttled, redact_url
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet
 
-if TYPE_CHECKING:
-    from types import TracebackType
 
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes ~0.1 s: once per triggerer process, not once per trigger.
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-class BrightspaceAsyncHook:
+class BrightspaceAsyncHook(AsyncConnectedHook[BrightspaceHook]):
     """Reads export jobs and extract listings of one ``brightspace`` connection without blocking the loop.
 
     :param conn_id: the connection; read with Airflow's async connection API.
@@ -46,30 +34,16 @@ class BrightspaceAsyncHook:
     ``async with`` or call :meth:`aclose`.
     """
 
+    sync_hook = BrightspaceHook
+
     def __init__(self, conn_id: str, *, timeout: tuple[float, float] = (10.0, 60.0)) -> None:
-        self.conn_id = conn_id
-        self._timeout = httpx.Timeout(timeout[1], connect=timeout[0])
-        self._client: httpx.AsyncClient | None = None
-        self._hook: BrightspaceHook | None = None  # the connection's rules, built without I/O
+        super().__init__(conn_id, timeout=timeout)
         self._refresher: BrightspaceHook | None = None  # a full sync hook, used in a thread only
         self._tokens: TokenSet | None = None
         self._rejected: set[str] = set()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
-
-    async def __aenter__(self) -> BrightspaceAsyncHook:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await super().aclose()
         if self._refresher is not None:
             self._refresher.close()
             self._refresher = None
@@ -88,10 +62,7 @@ class BrightspaceAsyncHook:
         hook = await self._rules()
         url = absolute_url(hook.base_url, path_or_url)
         where = f"GET {redact_url(url)}"
-        client = self._client or httpx.AsyncClient(
-            timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
-        )
-        self._client = client
+        client = self.client
         refreshed = False
         while True:
             access_token = await self._access_token()
@@ -117,13 +88,8 @@ class BrightspaceAsyncHook:
                 raise api_error(response, "GET", url, scope, hook._permission_message)
             return response.json()
 
-    async def _rules(self) -> BrightspaceHook:
-        """A sync hook on the connection read asynchronously: its checks and URLs, no I/O of its own."""
-        if self._hook is None:
-            fields = await metadata.aget_connection(self.conn_id)
-            self._hook = BrightspaceHook.for_connection(fields, mask=False)
-            self._tokens = TokenSet.from_extra(fields.extra_dejson, "brightspace")
-        return self._hook
+    def _connection_read(self, fields: Any) -> None:
+        self._tokens = TokenSet.from_extra(fields.extra_dejson, "brightspace")
 
     async def _access_token(self) -> str:
         hook = await self._rules()

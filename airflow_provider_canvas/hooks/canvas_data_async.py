@@ -6,12 +6,10 @@ credentials: nothing to refresh or save), and a refused token buys one new login
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import httpx
 
 from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
-from airflow_provider_canvas.hooks.brightspace_async import _ssl_context
+from airflow_provider_canvas.hooks.async_base import AsyncConnectedHook
 from airflow_provider_canvas.hooks.canvas_data import CanvasDataHook
 from airflow_provider_canvas.hooks.canvas_data_models import (
     LOGIN_PATH,
@@ -22,13 +20,9 @@ from airflow_provider_canvas.hooks.canvas_data_models import (
     login_refused,
 )
 from airflow_provider_canvas.net import absolute_url, redact_url
-from airflow_provider_canvas.tokens import metadata
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 
-class CanvasDataAsyncHook:
+class CanvasDataAsyncHook(AsyncConnectedHook[CanvasDataHook]):
     """Reads DAP jobs of one ``canvas_data`` connection without blocking the event loop.
 
     :param conn_id: the connection; read with Airflow's async connection API.
@@ -39,44 +33,13 @@ class CanvasDataAsyncHook:
     ``async with`` or call :meth:`aclose`.
     """
 
+    sync_hook = CanvasDataHook
+
     def __init__(self, conn_id: str, *, timeout: tuple[float, float] = (10.0, 60.0)) -> None:
-        self.conn_id = conn_id
-        self._timeout = httpx.Timeout(timeout[1], connect=timeout[0])
-        self._client: httpx.AsyncClient | None = None
-        self._hook: CanvasDataHook | None = None  # the connection's checks and URL, no I/O of its own
+        super().__init__(conn_id, timeout=timeout)
         self._token: DapAccessToken | None = None
         #: How many logins this hook made.
         self.login_count = 0
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
-
-    async def __aenter__(self) -> CanvasDataAsyncHook:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=False, verify=_ssl_context()
-            )
-        return self._client
-
-    async def _rules(self) -> CanvasDataHook:
-        if self._hook is None:
-            fields = await metadata.aget_connection(self.conn_id)
-            self._hook = CanvasDataHook.for_connection(fields, mask=False)
-        return self._hook
 
     async def get_job(self, job_id: str) -> DapJob:
         """``GET /dap/job/{id}``: :meth:`CanvasDataHook.get_job` without a thread."""

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from airflow_provider_canvas.hooks import canvas_data_async
 from airflow_provider_canvas.hooks.canvas_data import CanvasDataHook
 from airflow_provider_canvas.testing.dap import DapEmulator
+from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.metadata import ConnectionFields
 from airflow_provider_canvas.triggers.canvas_data import CanvasDataJobsTrigger
 
@@ -25,7 +25,7 @@ def dap(monkeypatch):
         async def aget_connection(conn_id: str) -> ConnectionFields:
             return fields
 
-        monkeypatch.setattr(canvas_data_async.metadata, "aget_connection", aget_connection)
+        monkeypatch.setattr(metadata, "aget_connection", aget_connection)
         emulator.hook = CanvasDataHook.for_connection(fields, mask=False)
         yield emulator
 
