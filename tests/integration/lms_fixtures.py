@@ -20,6 +20,21 @@ def dsn() -> str:
     return configured_server().url(TEST_DATABASE)
 
 
+def table_fingerprint(db: Any, schema: str, table: str, ledger: str) -> tuple:
+    """Columns, row count and content digest of a table and its ledger's row count: equal before and
+    after a load proves the load changed nothing."""
+    columns = db.execute(
+        "SELECT array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s",
+        (schema, table),
+    ).fetchone()[0]
+    digest = db.execute(
+        f'SELECT count(*), md5(string_agg(t::text, \'|\' ORDER BY t::text)) FROM "{schema}"."{table}" t'
+    ).fetchone()
+    loaded = db.execute(f'SELECT count(*) FROM "{schema}"."{ledger}"').fetchone()[0]
+    return columns, digest, loaded
+
+
 def postgres_connection_fields() -> dict[str, Any]:
     """``conn_type``, host, port, login and schema of a ``postgres`` connection to that database."""
     return configured_server().connection_fields(TEST_DATABASE)

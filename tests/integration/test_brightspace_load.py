@@ -11,7 +11,7 @@ import psycopg
 import psycopg2
 import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
+from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, table_fingerprint, user
 
 from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
 from airflow_provider_canvas.loading.postgres import LEDGER_TABLE, PostgresExtractLoader, key_columns_for
@@ -49,16 +49,7 @@ def rows_of(schema: str, table: str = "users") -> dict[str, dict]:
 def fingerprint(schema: str, table: str = "users") -> tuple:
     """Rows and columns of the table, to prove a failed load changed nothing."""
     with psycopg.connect(dsn()) as db:
-        columns = db.execute(
-            "SELECT array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s",
-            (schema, table),
-        ).fetchone()[0]
-        digest = db.execute(
-            f'SELECT count(*), md5(string_agg(t::text, \'|\' ORDER BY t::text)) FROM "{schema}"."{table}" t'
-        ).fetchone()
-        ledger = db.execute(f'SELECT count(*) FROM "{schema}"."{LEDGER_TABLE}"').fetchone()[0]
-    return columns, digest, ledger
+        return table_fingerprint(db, schema, table, LEDGER_TABLE)
 
 
 def load_full(loader, tmp_path, n: int = 2000):

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import psycopg2
 import pytest
-from lms_fixtures import dsn
+from lms_fixtures import dsn, table_fingerprint
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.loading.dap_ledger import LOADS_TABLE, TABLES_TABLE
@@ -148,17 +148,8 @@ def table_rows(schema: str, table: str = "users", columns: list[str] = COLUMNS) 
 def fingerprint(schema: str, table: str = "users") -> tuple:
     """Rows, columns and ledger of a table, to prove a failed load changed nothing."""
     with psycopg.connect(dsn()) as db:
-        columns = db.execute(
-            "SELECT array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s",
-            (schema, table),
-        ).fetchone()[0]
-        digest = db.execute(
-            f'SELECT count(*), md5(string_agg(t::text, \'|\' ORDER BY t::text)) FROM "{schema}"."{table}" t'
-        ).fetchone()
-        ledger = db.execute(f'SELECT count(*) FROM "{schema}"."{LOADS_TABLE}"').fetchone()[0]
         tables = db.execute(f'SELECT schema_version, watermark FROM "{schema}"."{TABLES_TABLE}"').fetchall()
-    return columns, digest, ledger, tables
+        return (*table_fingerprint(db, schema, table, LOADS_TABLE), tables)
 
 
 @pytest.fixture
