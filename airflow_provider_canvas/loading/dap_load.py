@@ -35,9 +35,10 @@ from airflow_provider_canvas.loading.dap_schema import (
     compare,
     read_schema_file,
 )
-from airflow_provider_canvas.loading.dap_sql import DapSql, sqlstate
+from airflow_provider_canvas.loading.dap_sql import DapSql
 from airflow_provider_canvas.loading.dap_state import DapBatch, DapTableFolder, DapTableState
 from airflow_provider_canvas.loading.dap_stream import RecordStream
+from airflow_provider_canvas.loading.sql import sqlstate
 
 log = logging.getLogger(__name__)
 

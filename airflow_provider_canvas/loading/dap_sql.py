@@ -11,6 +11,7 @@ from typing import Any
 from airflow_provider_canvas.loading.dap_records import COPY_OPTIONS, DELETED_COLUMN, RecordDecoder
 from airflow_provider_canvas.loading.dap_schema import DapColumn, DapTableSchema
 from airflow_provider_canvas.loading.dap_stream import RecordStream, prefetched
+from airflow_provider_canvas.loading.sql import sqlstate
 
 STAGE = "_dap_stage"
 DELETED = DELETED_COLUMN
@@ -184,8 +185,3 @@ class DapSql:
         )
         cur.execute(insert + sql.SQL(" DO UPDATE SET {} WHERE {}").format(assignments, changed))
         return int(cur.rowcount)
-
-
-def sqlstate(err: BaseException) -> str:
-    """The PostgreSQL error code of a psycopg 3 or psycopg2 error ("" for other errors)."""
-    return str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
