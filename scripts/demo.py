@@ -162,7 +162,7 @@ def main() -> int:
         dap.register_client(DAP_CLIENT_ID, DAP_CLIENT_SECRET)
         # Jobs take 10 s, so the pull visibly waits in the triggerer. DAP allows 5 job creations a
         # minute; the emulator's window is 10 s here so the demo's second run is throttled only briefly.
-        dap.job_min_seconds = 10
+        dap.job_seconds = 10
         dap.job_creation = CallLimit(5, 10.0)
         print(f"emulators: {emulator.url} (test instance), {beta.url} (beta instance)")
         print(f"postgres:  {postgres.address} ({postgres.description})")

@@ -49,7 +49,7 @@ Seed document (every key optional):
       },
       "canvas_data": {
         "clients": [{"client_id": "us-east-1#dap-client", "client_secret": "s3cret"}],
-        "seed": 7, "rows": {"users": 500}, "job_polls": 2, "job_min_seconds": 0
+        "seed": 7, "rows": {"users": 500}, "job_seconds": 0.3
       }
     }
 
@@ -165,8 +165,7 @@ def _start_dap(args: argparse.Namespace, seed: dict[str, Any]) -> Any:
     part = seed.get("canvas_data") or {}
     dap = DapEmulator(args.host, args.dap_port or 0, seed=int(part.get("seed", 7)), rows=part.get("rows"))
     dap.request_log_level = logging.INFO
-    dap.job_polls = int(part.get("job_polls", dap.job_polls))
-    dap.job_min_seconds = float(part.get("job_min_seconds", 0))
+    dap.job_seconds = float(part.get("job_seconds", dap.job_seconds))
     for client in part.get("clients", []):
         dap.register_client(client["client_id"], client["client_secret"])
     return dap.start()

@@ -1,10 +1,13 @@
 """A local Canvas Data 2 (Instructure DAP) API: login, tables, schemas, jobs, presigned object URLs.
 
-Follows the documented behaviour, the unpleasant parts included: client-credentials JWTs that
-expire, jobs that go waiting -> running -> complete (or failed) over a few polls, 5 job creations
-a minute per client (then 429 with ``Retry-After``), presigned URLs on a second host that expire
-and refuse an ``Authorization`` header, deletes in incrementals as keys only, and schema versions
-that grow a column. Its own listener and signed-storage host, like the real gateway's.
+Follows DAP's published API document (Data Access Platform Query API 1.0.0) and what Instructure's
+own client (``instructure-dap-client``) sends and parses, the unpleasant parts included: HTTP Basic
+logins for JWTs that expire; jobs that answer 202 while waiting or running and end by the clock;
+an identical query handing back the existing job; formats jsonl, tsv and csv; error bodies with
+their published fields; OutOfRangeError and, after a table reload, SnapshotRequiredError; every
+published rate limit (429 with or without ``Retry-After``); presigned URLs on a second host whose
+paths end in the file name, that expire and refuse an ``Authorization`` header; deletes in
+incrementals as keys only, and schema versions that grow a column.
 """
 
 from __future__ import annotations
@@ -22,13 +25,22 @@ from typing import Any
 
 from airflow_provider_canvas.testing.bds_files import byte_range
 from airflow_provider_canvas.testing.dap_control import CONTROL_PREFIX, control
-from airflow_provider_canvas.testing.dap_jobs import CallLimit, DapJob, DapObject, dap_error, pack_objects
+from airflow_provider_canvas.testing.dap_formats import SUFFIX, renderer
+from airflow_provider_canvas.testing.dap_jobs import (
+    CallLimit,
+    DapJob,
+    DapObject,
+    dap_error,
+    invalid,
+    not_found,
+    pack_objects,
+)
+from airflow_provider_canvas.testing.dap_query import TableQuery, parse_query
 from airflow_provider_canvas.testing.dap_tables import (
     EmulatedTable,
     canvas_tables,
     column_from_json,
     iso,
-    parse_iso,
 )
 from airflow_provider_canvas.testing.primitives import Request, Response, json_response
 from airflow_provider_canvas.testing.server import EmulatorServer
@@ -66,12 +78,19 @@ class DapEmulator:
         }
         self.jobs: dict[str, DapJob] = {}
         self.objects: dict[str, DapObject] = {}
-        #: Polls after which a job ends, and the least seconds it runs (whichever comes later).
-        self.job_polls, self.job_min_seconds = 2, 0.0
+        #: Seconds from a job's creation to its end (waiting, then running).
+        self.job_seconds = 0.3
         self.rows_per_object = 500
         self.url_ttl = 900  # presigned URLs: about 15 minutes
+        # DAP's published limits per client and minute.
         self.job_creation = CallLimit(5, 60.0)
         self.table_listing = CallLimit(5, 60.0)
+        self.job_status = CallLimit(500, 60.0)
+        self.schema_reads = CallLimit(500, 60.0)
+        self.object_urls = CallLimit(200, 60.0)
+        #: Whether a 429 says when to come back (DAP's gateway does not always: clients must cope).
+        self.retry_after = True
+        self._reloaded: dict[tuple[str, str], float] = {}  # (namespace, table) -> time of the reload
         self._tokens: dict[str, float] = {}  # JWT -> expiry (epoch seconds)
         self._fail_next: list[str] = []
         self._expire_next = 0
@@ -149,6 +168,14 @@ class DapEmulator:
             target.add_column(column_from_json(column, schema))
             return target.version
 
+    def reload_table(self, table: str, namespace: str = "canvas") -> str:
+        """Instructure reloaded ``table``: an incremental from before now is refused with
+        SnapshotRequiredError until the client takes a new snapshot. Returns the reload's time."""
+        with self.lock:
+            reloaded = self.table(table, namespace).commit(time.time())
+            self._reloaded[(namespace, table)] = reloaded
+            return iso(reloaded)
+
     def fail_next_jobs(self, count: int = 1, message: str = "Query execution failed: internal error") -> None:
         with self.lock:
             self._fail_next.extend([message] * count)
@@ -176,19 +203,29 @@ class DapEmulator:
         if request.path == LOGIN_PATH and request.method == "POST":
             return self._login(request)
         if not request.path.startswith("/dap/"):
-            return dap_error(404, "NotFound", "no such endpoint")
+            return not_found("endpoint", f"{request.method} {request.path}")
         client = self._client_of(request)
         if client is None:
             return dap_error(401, "AuthenticationError", "Invalid or expired access token")
         with self.lock:
             if request.path.startswith("/dap/job/") and request.method == "GET":
-                return self._job(request.path.removeprefix("/dap/job/"))
+                return self._throttled(self.job_status, client) or self._job(
+                    request.path.removeprefix("/dap/job/")
+                )
             if request.path == "/dap/object/url" and request.method == "POST":
-                return self._object_urls(request)
+                return self._throttled(self.object_urls, client) or self._object_urls(request)
             match = _TABLE.fullmatch(request.path)
             if match is None:
-                return dap_error(404, "NotFound", "no such endpoint")
+                return not_found("endpoint", f"{request.method} {request.path}")
             return self._table_request(request, client, *match.groups())
+
+    def _throttled(self, limit: CallLimit, client: str) -> Response | None:
+        """The 429 when ``client`` is over ``limit``, with ``Retry-After`` unless switched off."""
+        wait = limit.take(client)
+        if wait is None:
+            return None
+        headers = {"Retry-After": str(wait)} if self.retry_after else None
+        return dap_error(429, "TooManyRequests", "Too many requests", headers)
 
     def _login(self, request: Request) -> Response:
         basic = request.basic_auth()
@@ -197,10 +234,12 @@ class DapEmulator:
             known = basic is not None and secrets.compare_digest(
                 self.clients.get(basic[0], "").encode(), basic[1].encode()
             )
-            if request.param("grant_type") != "client_credentials":
-                response = dap_error(400, "ValidationError", "grant_type must be client_credentials")
+            # The gateway reads a form body and HTTP Basic only: a JSON body or form credentials are refused.
+            form = "application/x-www-form-urlencoded" in (request.header("content-type") or "")
+            if not form or request.form.get("grant_type") != ["client_credentials"]:
+                response = invalid("expected a form body grant_type=client_credentials")
             elif not known or not basic or not basic[1]:
-                response = dap_error(401, "AuthenticationError", "Invalid client credentials")
+                response = dap_error(401, "AuthenticationError", "Invalid client credentials (HTTP Basic)")
             else:
                 token = _jwt(client_id or "", self.access_token_ttl)
                 self._tokens[token] = time.time() + self.access_token_ttl
@@ -227,71 +266,107 @@ class DapEmulator:
     ) -> Response:
         tables = self.namespaces.get(namespace)
         if tables is None:
-            return dap_error(404, "NotFound", f"namespace {namespace} does not exist")
+            return not_found("namespace", namespace)
         if table is None and request.method == "GET":
-            wait = self.table_listing.take(client)
-            if wait is not None:
-                return dap_error(429, "TooManyRequests", "Too many requests", {"Retry-After": str(wait)})
-            return json_response(200, {"tables": sorted(tables)})
+            return self._throttled(self.table_listing, client) or json_response(
+                200, {"tables": sorted(tables)}
+            )
         if table not in tables:
-            return dap_error(404, "NotFound", f"table {namespace}.{table} does not exist")
+            return not_found("table", f"{namespace}.{table}")
         if part == "/schema" and request.method == "GET":
-            return json_response(200, tables[table].schema_json())
+            return self._throttled(self.schema_reads, client) or json_response(
+                200, tables[table].schema_json()
+            )
         if part == "/data" and request.method == "POST":
             return self._create_job(request, client, namespace, tables[table])
-        return dap_error(404, "NotFound", "no such endpoint")
+        return not_found("endpoint", f"{request.method} {request.path}")
 
     def _create_job(self, request: Request, client: str, namespace: str, table: EmulatedTable) -> Response:
-        query = request.json()
-        wait = self.job_creation.take(client)
-        if wait is not None:
+        throttled = self._throttled(self.job_creation, client)
+        if throttled is not None:
             self.job_requests.append((table.name, "-", 429))
-            return dap_error(429, "TooManyRequests", "Too many requests", {"Retry-After": str(wait)})
-        if not isinstance(query, dict) or query.get("format") != "jsonl":
-            return dap_error(400, "ValidationError", "the emulator serves format jsonl only")
+            return throttled
+        query = parse_query(request.body)
+        if isinstance(query, Response):
+            self.job_requests.append((table.name, "-", query.status))
+            return query
+        refused = self._out_of_range(namespace, table, query)
+        if refused is not None:
+            self.job_requests.append((table.name, "-", refused.status))
+            return refused
+        kind = "incremental" if query.since is not None else "snapshot"
+        # DAP hands back the job of an identical query while the data it read has not changed.
+        same = (client, namespace, table.name, query, table.last_commit, table.version)
+        for job in self.jobs.values():
+            if job.query == same and job.status != "failed" and job.expires_at > time.time():
+                self.job_requests.append((table.name, kind, job.http_status))
+                return json_response(job.http_status, job.to_json())
         job_id = str(uuid.uuid4())
-        try:
-            if query.get("since"):
-                since = parse_iso(str(query["since"]))
-                until = parse_iso(str(query["until"])) if query.get("until") else None
-                records, end = table.incremental(since, until)
-                kind, stamps = "incremental", {"since": since, "until": end}
-            else:
-                records, at = table.snapshot()
-                kind, stamps = "snapshot", {"at": at}
-        except ValueError as err:
-            return dap_error(400, "ValidationError", f"bad timestamp: {err}")
-        objects = pack_objects(job_id, table.name, kind, records, self.rows_per_object)
+        if query.since is not None:
+            records, end = table.incremental(query.since, query.until)
+            stamps = {"since": query.since, "until": end}
+        else:
+            records, at = table.snapshot()
+            stamps = {"at": at}
+        value_schema = {c.name: c.schema for c in table.columns}
+        lines = renderer(
+            query.format, ["id"], value_schema, incremental=kind == "incremental", mode=query.mode
+        )
+        objects = pack_objects(
+            job_id, table.name, kind, records, self.rows_per_object, lines, SUFFIX[query.format]
+        )
         job = DapJob(
-            job_id, namespace, table.name, kind, table.version, time.monotonic(), self.job_polls,
-            self.job_min_seconds, objects, fail_message=self._fail_next.pop(0) if self._fail_next else None,
-            **stamps,
+            job_id, namespace, table.name, kind, table.version, time.monotonic(), self.job_seconds, objects,
+            query=same, fail_message=self._fail_next.pop(0) if self._fail_next else None, **stamps,
         )  # fmt: skip
         self.jobs[job_id] = job
         self.objects.update({o.object_id: o for o in objects})
-        self.job_requests.append((table.name, kind, 200))
-        return json_response(200, job.to_json())
+        self.job_requests.append((table.name, kind, job.http_status))
+        return json_response(job.http_status, job.to_json())
+
+    def _out_of_range(self, namespace: str, table: EmulatedTable, query: TableQuery) -> Response | None:
+        """OutOfRangeError for a ``since`` in the future; SnapshotRequiredError for one before a reload."""
+        if query.since is None:
+            return None
+        latest = iso(table.last_commit)
+        if query.since > time.time():
+            return dap_error(
+                400, "OutOfRangeError", f"since {iso(query.since)} is in the future (latest commit {latest})",
+                since=iso(table.changes[0][0] if table.changes else table.last_commit), until=latest,
+            )  # fmt: skip
+        reloaded = self._reloaded.get((namespace, table.name))
+        if reloaded is not None and query.since < reloaded:
+            return dap_error(
+                400, "SnapshotRequiredError",
+                f"table {namespace}.{table.name} was reloaded at {iso(reloaded)}: take a new snapshot",
+                since=iso(reloaded), until=latest,
+            )  # fmt: skip
+        return None
 
     def _job(self, job_id: str) -> Response:
         job = self.jobs.get(job_id)
         if job is None:
-            return dap_error(404, "NotFound", f"job {job_id} does not exist")
+            return not_found("job", job_id)
         job.polls += 1
-        return json_response(200, job.to_json())
+        return json_response(job.http_status, job.to_json())
 
     def _object_urls(self, request: Request) -> Response:
         wanted = request.json()
         if not isinstance(wanted, list) or not all(isinstance(o, dict) and "id" in o for o in wanted):
-            return dap_error(400, "ValidationError", 'expected [{"id": ...}, ...]')
+            return invalid('expected [{"id": ...}, ...]')
+        extra = sorted({k for o in wanted for k in o if k != "id"})
+        if extra:
+            return invalid(f"additional property {extra[0]!r} is not allowed in an object reference")
         urls = {}
         for item in wanted:
             found = self.objects.get(str(item["id"]))
             if found is None:
-                return dap_error(404, "NotFound", f"object {item['id']} does not exist")
+                return not_found("object", str(item["id"]))
             ttl = self.url_ttl
             if self._expire_next > 0:
                 self._expire_next, ttl = self._expire_next - 1, -60
-            urls[found.object_id] = {"url": self._storage.url_for(found, self.signed_url, ttl)}
+            name = found.object_id.rsplit("/", 1)[-1]
+            urls[found.object_id] = {"url": self._storage.url_for(found, self.signed_url, ttl, name)}
         return json_response(200, {"urls": urls})
 
     def _serve_object(self, request: Request, found: DapObject) -> Response:

@@ -1,9 +1,8 @@
-"""DAP query jobs for the emulator: status clock, gzip JSON Lines objects, call limits, error bodies."""
+"""DAP query jobs for the emulator: status by the clock, gzip objects per format, limits, error bodies."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import time
 import uuid
@@ -12,14 +11,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_canvas.testing.bds_files import BytesSource
+from airflow_provider_canvas.testing.dap_formats import Lines
 from airflow_provider_canvas.testing.dap_tables import iso
 from airflow_provider_canvas.testing.primitives import Response, json_response
 
 
-def dap_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """DAP's error body: ``{"error": {"type", "uuid", "message"}}``."""
-    error = {"type": kind, "uuid": str(uuid.uuid4()), "message": message}
+def dap_error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None, **fields: Any
+) -> Response:
+    """DAP's error body: ``{"error": {"type", "uuid", "message", ...}}`` with the fields of its type.
+
+    The published document (and the official client, which picks the error class by them) wants
+    ``id``/``kind`` on a NotFoundError, ``location`` on a ValidationError and ``since``/``until`` on
+    an OutOfRangeError or SnapshotRequiredError: use :func:`not_found` and :func:`invalid`.
+    """
+    error = {"type": kind, "uuid": str(uuid.uuid4()), "message": message, **fields}
     return json_response(status, {"error": error}, headers)
+
+
+def not_found(kind: str, ident: str, message: str | None = None) -> Response:
+    """404 NotFoundError for a namespace, table, job, object or endpoint."""
+    return dap_error(404, "NotFoundError", message or f"{kind} {ident} does not exist", id=ident, kind=kind)
+
+
+def invalid(message: str, character: int = 1) -> Response:
+    """400 ValidationError; ``location`` points into the request body (1-based), as DAP's does."""
+    location = {"line": 1, "column": character, "character": character}
+    return dap_error(400, "ValidationError", message, location=location)
+
+
+#: How long a new job stays queued ("waiting") before it runs, at most.
+WAITING_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,10 @@ class DapObject:
 
 @dataclass
 class DapJob:
-    """A job: waiting when created, running after the first poll, terminal after ``polls_to_finish``."""
+    """A job: waiting (queued, briefly), running, then terminal ``seconds`` after its creation, by the clock.
+
+    DAP runs jobs on its own time: how often a client looks changes nothing (``polls`` only counts).
+    """
 
     job_id: str
     namespace: str
@@ -48,9 +73,9 @@ class DapJob:
     kind: str  # "snapshot" | "incremental"
     schema_version: int
     created: float  # time.monotonic()
-    polls_to_finish: int
-    min_seconds: float
+    seconds: float
     objects: list[DapObject]
+    query: tuple[Any, ...] = ()  # what makes a second identical query hand back this job
     at: float | None = None
     since: float | None = None
     until: float | None = None
@@ -60,12 +85,17 @@ class DapJob:
 
     @property
     def status(self) -> str:
-        if self.polls == 0:
+        elapsed = time.monotonic() - self.created
+        if elapsed < min(WAITING_SECONDS, self.seconds / 4):
             return "waiting"
-        done = self.polls >= self.polls_to_finish and time.monotonic() - self.created >= self.min_seconds
-        if not done:
+        if elapsed < self.seconds:
             return "running"
         return "failed" if self.fail_message else "complete"
+
+    @property
+    def http_status(self) -> int:
+        """202 Accepted while the job is in progress, 200 once it has ended (the published codes)."""
+        return 200 if self.status in ("complete", "failed") else 202
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.job_id, "status": self.status, "expires_at": iso(self.expires_at)}
@@ -86,15 +116,20 @@ class DapJob:
 
 
 def pack_objects(
-    job_id: str, table: str, kind: str, records: list[dict[str, Any]], per_object: int
+    job_id: str,
+    table: str,
+    kind: str,
+    records: list[dict[str, Any]],
+    per_object: int,
+    lines: Lines,
+    suffix: str,
 ) -> list[DapObject]:
-    """Records as gzip JSON Lines files of at most ``per_object`` lines (one file, maybe empty, at least)."""
+    """Records as gzip files of at most ``per_object`` records (one file, maybe empty, at least)."""
     chunks = [records[i : i + per_object] for i in range(0, len(records), per_object)] or [[]]
     objects = []
     for index, chunk in enumerate(chunks):
-        text = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in chunk)
-        data = gzip.compress(text.encode(), mtime=0)
-        object_id = f"{job_id}/part-{index:05d}-{table}.json.gz"
+        data = gzip.compress("".join(lines(chunk)).encode(), mtime=0, compresslevel=1)
+        object_id = f"{job_id}/part-{index:05d}-{table}.{suffix}.gz"
         objects.append(DapObject(object_id, _TableName(table), kind, BytesSource(data), len(chunk)))
     return objects
 

@@ -106,6 +106,7 @@ class EmulatedTable:
             "additionalProperties": False,
         }
         schema = {
+            "$schema": "http://json-schema.org/draft-07/schema#",  # DAP sends it; its client requires it
             "type": "object",
             "title": self.title,
             "properties": {
@@ -261,6 +262,7 @@ def _columns() -> dict[str, tuple[str, list[Column]]]:
                     {
                         "type": "object",
                         "properties": {"hide_final_grades": BOOL, "syllabus_visibility": TEXT},
+                        "additionalProperties": False,
                     },
                     lambda rng, key: {
                         "hide_final_grades": rng.random() < 0.2,

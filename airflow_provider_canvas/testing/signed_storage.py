@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
+from urllib.parse import quote
 
 from airflow_provider_canvas.testing.primitives import Request, Response, utcnow
 
@@ -64,13 +65,16 @@ class SignedStorage(Generic[F]):
         with self._lock:
             self._downloads.clear()
 
-    def url_for(self, extract: F, base_url: str, ttl: int) -> str:
+    def url_for(self, extract: F, base_url: str, ttl: int, file_name: str = "") -> str:
+        """A signed URL for ``extract``; with ``file_name`` its path ends in that name, as S3's keys do
+        (DAP's official client names the file it saves after the URL path)."""
         token = secrets.token_urlsafe(24)
         expires = str(int(time.time()) + ttl)
         with self._lock:
             self._signed[token] = extract
         signature = self._sign(token, expires).decode()
-        return f"{base_url}/signed/{token}?expires={expires}&sig={signature}"
+        name = f"/{quote(file_name)}" if file_name else ""
+        return f"{base_url}/signed/{token}{name}?expires={expires}&sig={signature}"
 
     def _sign(self, token: str, expires: str) -> bytes:
         return hmac.new(self._signing_key, f"{token}:{expires}".encode(), hashlib.sha256).hexdigest().encode()
@@ -83,7 +87,7 @@ class SignedStorage(Generic[F]):
     ) -> Response:
         """No bearer token expected; `serve` answers a valid URL (Range supported)."""
         had_auth = request.header("authorization") is not None
-        match = re.fullmatch(r"/signed/([A-Za-z0-9_-]+)", request.path)
+        match = re.fullmatch(r"/signed/([A-Za-z0-9_-]+)(?:/[^/]+)?", request.path)
         token = match.group(1) if match else ""
         expires = request.arg("expires") or "0"
         signature = (request.arg("sig") or "").encode()

@@ -79,7 +79,7 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
     users = DapTableFolder(location, "canvas", "users")
     with DapEmulator(rows={"accounts": 10, "users": 300, "courses": 30, "enrollments": 600}) as dap:
         dap.register_client(CLIENT_ID, CLIENT_SECRET)
-        dap.job_min_seconds = 8  # long enough to see the task deferred
+        dap.job_seconds = 8  # long enough to see the task deferred
         dap.job_creation = CallLimit(5, 10.0)  # a second run within 10 s waits for Retry-After
         airflow.add_connection(
             "canvas_data_default", "canvas_data", host=dap.url, login=CLIENT_ID, password=CLIENT_SECRET

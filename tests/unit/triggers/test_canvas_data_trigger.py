@@ -60,7 +60,7 @@ def test_reports_every_job_once_all_ended_a_failed_one_included(dap):
 
 
 def test_the_deadline_ends_the_wait_with_a_timeout_event(dap):
-    dap.job_polls = 10_000
+    dap.job_seconds = 10_000
     job = dap.hook.start_job("users").id
     started = time.monotonic()
 
@@ -74,7 +74,7 @@ def test_the_deadline_ends_the_wait_with_a_timeout_event(dap):
 
 
 def test_a_cancelled_trigger_stops_at_once(dap):
-    dap.job_polls = 10_000
+    dap.job_seconds = 10_000
     job = dap.hook.start_job("users").id
 
     async def cancel_after_first_polls() -> float:
