@@ -17,7 +17,7 @@ from airflow_provider_canvas.testing.primitives import Response, json_response
 
 
 def dap_error(
-    status: int, kind: str, message: str, headers: dict[str, str] | None = None, **fields: Any
+    status: int, error_type: str, message: str, headers: dict[str, str] | None = None, **fields: Any
 ) -> Response:
     """DAP's error body: ``{"error": {"type", "uuid", "message", ...}}`` with the fields of its type.
 
@@ -25,7 +25,7 @@ def dap_error(
     ``id``/``kind`` on a NotFoundError, ``location`` on a ValidationError and ``since``/``until`` on
     an OutOfRangeError or SnapshotRequiredError: use :func:`not_found` and :func:`invalid`.
     """
-    error = {"type": kind, "uuid": str(uuid.uuid4()), "message": message, **fields}
+    error = {"type": error_type, "uuid": str(uuid.uuid4()), "message": message, **fields}
     return json_response(status, {"error": error}, headers)
 
 

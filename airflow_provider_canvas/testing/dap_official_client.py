@@ -55,6 +55,27 @@ class OfficialDapClient:
     client_secret: str
     workdir: Path
 
+    def python(self, code: str, timeout: float = 120) -> str:
+        """Run ``code`` with the client's Python (its library API: ``from dap.api import DAPClient``);
+        ``DAP_API_URL``, ``DAP_CLIENT_ID`` and ``DAP_CLIENT_SECRET`` point it here. Returns stdout."""
+        env = {**self._env(), "DAP_API_URL": self.base_url, "DAP_CLIENT_ID": self.client_id}
+        done = subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", code],
+            env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"the client's Python failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+        return done.stdout
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DAP_CLIENT_SECRET": self.client_secret,
+            "DAP_TRACKING": "false",
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> DapRun:
         command = [
             str(self.venv / "bin" / "dap"),
@@ -65,13 +86,7 @@ class OfficialDapClient:
             "--loglevel", "info",
             *args,
         ]  # fmt: skip
-        env = {
-            **os.environ,
-            "DAP_CLIENT_SECRET": self.client_secret,
-            "DAP_TRACKING": "false",
-            "NO_COLOR": "1",
-            "COLUMNS": "200",
-        }
+        env = self._env()
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         done = subprocess.run(

@@ -204,3 +204,59 @@ def assert_same_rows(official: str, schema: str, table: str, expected_rows: int)
     theirs = _rows(official, "canvas", table, columns)
     assert len(theirs) == expected_rows and columns[0] == "id"
     assert ours == theirs
+
+
+def test_the_official_client_reads_the_errors_and_waits_out_a_429_as_published(dap, client):
+    # Its error classes are chosen by the published fields (NotFoundError needs id and kind): its API says.
+    caught = caught_by_the_client(client, 'session.get_table_schema("canvas", "nosuch")')
+    assert (
+        caught["class"] == "NotFoundError" and caught["id"] == "canvas.nosuch" and caught["kind"] == "table"
+    )
+    missing = client.run("schema", "--namespace", "canvas", "--table", "nosuch", "--output-directory", "s",
+                         check=False)  # fmt: skip
+    assert missing.returncode != 0 and "table canvas.nosuch does not exist" in missing.stderr
+
+    client.run("snapshot", "--namespace", "canvas", "--table", "users", "--output-directory", "before")
+    at = dap.jobs[next(iter(dap.jobs))].at or 0.0
+    dap.reload_table("users")
+    since = datetime.fromtimestamp(at, timezone.utc).isoformat()
+    refused = caught_by_the_client(
+        client,
+        f'session.query_incremental("canvas", "users", IncrementalQuery(format=Format.JSONL, mode=None, '
+        f'since=datetime.fromisoformat("{since}"), until=None))',
+    )
+    # Its class reads OutOfRangeError: the client picks the first class whose fields fit, and both
+    # have since/until. The published type says which it is.
+    assert refused["type"] == "SnapshotRequiredError" and refused["class"] in (
+        "OutOfRangeError",
+        "SnapshotRequiredError",
+    )
+    assert "reloaded" in refused["message"]
+
+    dap.job_creation = CallLimit(1, 3.0)
+    both = client.run("snapshot", "--namespace", "canvas", "--table", "courses,enrollments",
+                      "--output-directory", "throttled")  # fmt: skip
+    assert dap.summary()["throttled_job_creations"] == 1  # the second waited for Retry-After, then went on
+    assert len(list((client.workdir / "throttled").glob("job_*"))) == 2 and both.seconds >= 2
+
+
+def caught_by_the_client(client: OfficialDapClient, call: str) -> dict[str, str]:
+    """What the client's library raises for ``await <call>``: its class and the error's fields."""
+    code = f"""
+import asyncio, json
+from datetime import datetime
+from dap.api import DAPClient
+from dap.dap_types import Format, IncrementalQuery
+
+async def main():
+    async with DAPClient(tracking=False) as session:
+        try:
+            await {call}
+        except Exception as err:
+            print(json.dumps({{"class": type(err).__name__, **{{k: str(v) for k, v in vars(err).items()}}}}))
+        else:
+            print("{{}}")
+
+asyncio.run(main())
+"""
+    return json.loads(client.python(code))
