@@ -18,7 +18,7 @@ from typing import Any
 from airflow_provider_canvas.testing.postgres import TEST_DATABASE, configured_server
 from benchmarks._harness import BenchError, CaseReport, Target, Workspace, machine_description, psql
 
-CASES = ("download", "pagination", "load", "dap_load", "tokens", "custody", "parse")
+CASES = ("download", "pagination", "load", "dap_load", "dap_official", "tokens", "custody", "parse")
 # The tests' server: CANVAS_PROVIDER_POSTGRES_URL, by default postgresql://postgres@127.0.0.1:5432.
 DEFAULT_POSTGRES = configured_server().url(TEST_DATABASE)
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print("# airflow-provider-canvas benchmarks\n")
     print(f"- machine: {machine_description()}")
-    if "load" in cases or "dap_load" in cases:
+    if {"load", "dap_load", "dap_official"} & set(cases):
         print(f"- PostgreSQL: {_postgres_version(args.postgres)} at {args.postgres}")
     print(f"- mode: {'quick' if args.quick else 'full'}, {reps} repetition(s) per variant, alternating\n")
     sys.stdout.flush()
