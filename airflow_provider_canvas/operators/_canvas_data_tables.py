@@ -90,6 +90,10 @@ def record_batch(
     if job.schema_version is None or job.watermark is None:
         raise LmsError(f"DAP job {job.id} is complete but names no schema_version / at / until")
     state = folder.read_state()
+    if any(batch.job_id == job.id for batch in state.batches):
+        # DAP hands back the existing job for an identical query while the table has not changed.
+        log.info("%s.%s: DAP handed back job %s, already recorded", folder.namespace, folder.table, job.id)
+        return None
     if since is not None and state.watermark != since:
         log.warning(
             "%s.%s: the state moved from %s to %s while job %s ran; its batch is not recorded",
