@@ -38,9 +38,9 @@ LEGACY_TOKEN_URL_KEY = "token_url"
 
 
 def stored_token_url(extra: Mapping[str, Any]) -> str:
-    """The token endpoint a connection's extra names (``oauth_url``, or 0.1's ``token_url``), else D2L's.
+    """The token endpoint a connection's extra names (``oauth_url``, or 0.1.0's ``token_url``), else D2L's.
 
-    ``***`` is what the 0.1 form saved for the masked default: it means the default.
+    ``***`` is what the 0.1.0 form saved for the masked default: it means the default.
     """
     for key in (TOKEN_URL_KEY, LEGACY_TOKEN_URL_KEY):
         value = extra_value(extra, "brightspace", key)
@@ -67,10 +67,9 @@ class BrightspaceHook(LmsHook):
     """Talks to one Brightspace instance through a ``brightspace`` connection.
 
     host: the Brightspace base URL; login/password: OAuth 2.0 client ID and secret; extra:
-    tokens (kept up to date by the hook), ``oauth_url`` (the token endpoint; ``token_url`` before
-    0.2), ``scopes``, ``lp_version``, ``bds_api`` (``datasets``, ``dataExport`` or ``auto``: by
-    ``lp_version``),
-    ``expiry_buffer_seconds``, ``lock_conn_id``.
+    tokens (kept up to date by the hook), ``oauth_url`` (the token endpoint; 0.1.0 named it
+    ``token_url``, still read), ``scopes``, ``lp_version``, ``bds_api`` (``datasets``, ``dataExport``
+    or ``auto``: by ``lp_version``), ``expiry_buffer_seconds``, ``lock_conn_id``.
 
     :param conn_id: a ``brightspace`` connection; default ``brightspace_default`` (also as
         ``brightspace_conn_id=``).
@@ -97,7 +96,7 @@ class BrightspaceHook(LmsHook):
 
     def _check_connection(self, conn: Any) -> None:
         super()._check_connection(conn)
-        # Checked as it will be used: a legacy ``token_url`` that the 0.1 form saved as ``***`` is refused.
+        # Checked as it will be used: a ``***`` that the 0.1.0 form saved in ``token_url`` means the default.
         where = f"the token URL (oauth_url) of {self.conn_label}"
         check_base_url(where, stored_token_url(conn.extra_dejson), DEFAULT_TOKEN_URL)
 
