@@ -1,4 +1,5 @@
-"""One version number everywhere, a changelog entry for it, and README links that lead to real pages."""
+"""One version number everywhere, a changelog entry for it, README links that lead to real pages, and
+docs that name every connection field, error class and operator the package has."""
 
 from __future__ import annotations
 
@@ -39,3 +40,40 @@ def test_docs_conf_reads_the_package_version():
     # The build reads __init__.py as text (no Airflow import); the pattern must keep matching it.
     text = (ROOT / "airflow_provider_canvas" / "__init__.py").read_text()
     assert re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE).group(1) == __version__
+
+
+def test_each_connection_page_names_every_field_of_its_form():
+    from airflow_provider_canvas.get_provider_info import CONN_FIELDS
+
+    for conn_type, fields in CONN_FIELDS.items():
+        page = (ROOT / "docs" / "connections" / f"{conn_type}.md").read_text()
+        assert [name for name in fields if f"`{name}`" not in page] == [], conn_type
+
+
+def test_the_troubleshooting_page_names_every_error_class():
+    import airflow_provider_canvas.exceptions as exceptions
+
+    page = (ROOT / "docs" / "troubleshooting.md").read_text()
+    errors = [name for name, value in vars(exceptions).items() if isinstance(value, type) and name[0] != "_"]
+    errors = [name for name in errors if issubclass(getattr(exceptions, name), exceptions.LmsError)]
+    assert len(errors) >= 17
+    assert [name for name in errors if f"`{name}`" not in page] == []
+
+
+def test_the_operator_pages_name_every_operator_sensor_and_trigger_airflow_is_told_of():
+    import importlib
+    import inspect
+
+    pages = " ".join(p.read_text() for p in (ROOT / "docs" / "operators").glob("*.md"))
+    info = get_provider_info()
+    modules = [
+        m for kind in ("operators", "sensors", "triggers") for e in info[kind] for m in e["python-modules"]
+    ]
+    classes = {
+        name
+        for module in modules
+        for name, value in vars(importlib.import_module(module)).items()
+        if inspect.isclass(value) and value.__module__ == module and not name.startswith("_")
+    }
+    assert {"CanvasAccountsOperator", "CanvasDataLoadOperator", "BrightspaceNewExtractTrigger"} <= classes
+    assert sorted(name for name in classes if f"`{name}" not in pages) == []
