@@ -51,7 +51,7 @@ class BrightspaceSettings(LmsSettings):
     @classmethod
     def parse(cls, conn: Any, extras: Extras, conn_label: str) -> BrightspaceSettings:
         fields = cls.common_fields(conn, extras, conn_label)
-        # Checked as it will be used: a legacy ``token_url`` that the 0.1 form saved as ``***`` is refused.
+        # Checked as it will be used: a legacy ``token_url`` that the 0.1.0 form saved as ``***`` is refused.
         token_url = check_base_url(
             f"the token URL (oauth_url) of {conn_label}",
             stored_token_url(conn.extra_dejson or {}),

@@ -2,7 +2,8 @@
 
 Speaks DAP's REST protocol over this provider's HTTP layer (:mod:`.transport`: timeouts, retries,
 throttling, error mapping, no secrets in logs) rather than through ``instructure-dap-client``, whose
-exact pins (PyJWT, rich, aiohttp, ...) cannot be installed beside Airflow's (see the README).
+exact pins (PyJWT, rich, aiohttp, ...) cannot be installed beside Airflow's (see
+docs/operators/canvas-data-2.md).
 """
 
 from __future__ import annotations
