@@ -95,6 +95,10 @@ class BrightspaceHook(LmsHook):
         return self.settings.refresh_scope
 
     @property
+    def authorization_endpoint(self) -> str:
+        return self.settings.authorization_endpoint
+
+    @property
     def whoami_path(self) -> str:
         return self.lp_path("users/whoami")
 
