@@ -358,9 +358,9 @@ def _child(argv: list[str]) -> None:
 
     import psycopg
 
-    from airflow_provider_canvas.loading.dap_load import DapTableLoader
-    from airflow_provider_canvas.loading.dap_state import DapTableFolder
-    from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator
+    from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+    from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
+    from airflow_provider_canvas.canvas_data.operators.pull import CanvasDataPullOperator
 
     op = CanvasDataPullOperator(
         task_id="pull", tables=[args.table], location=args.location, namespace="canvas",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_canvas_data_pull import conn_id, dap, make_op  # noqa: F401 (fixtures)
 
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 
 
 def test_a_job_handed_back_for_an_identical_query_is_recorded_once(dap, conn_id, tmp_path):  # noqa: F811

@@ -22,8 +22,8 @@ from lms_fixtures import dsn
 from test_canvas_data_pull import make_op
 from test_canvas_data_pull_and_load import source_table
 
-from airflow_provider_canvas.loading.dap_load import DapTableLoader
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
+from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.dap_jobs import CallLimit
 from airflow_provider_canvas.testing.dap_official_client import OfficialDapClient, official_client_venv
