@@ -83,17 +83,20 @@ def record_batch(
     pulled: Sequence[PulledObject],
     log: logging.Logger,
 ) -> DapBatch | None:
-    """Add the job's batch to the table's state; None (and a warning) if another pull moved it on.
+    """Add the job's batch to the table's state (or find it there: a job DAP handed back again);
+    None (and a warning) if another pull moved it on.
 
     Call under :func:`table_lock`, after every file of the job is on disk.
     """
     if job.schema_version is None or job.watermark is None:
         raise LmsError(f"DAP job {job.id} is complete but names no schema_version / at / until")
     state = folder.read_state()
-    if any(batch.job_id == job.id for batch in state.batches):
-        # DAP hands back the existing job for an identical query while the table has not changed.
+    recorded = next((batch for batch in state.batches if batch.job_id == job.id), None)
+    if recorded is not None:
+        # DAP hands back the existing job for an identical query while the table has not changed:
+        # the batch is already in the state (a second entry would make the load and retention see two).
         log.info("%s.%s: DAP handed back job %s, already recorded", folder.namespace, folder.table, job.id)
-        return None
+        return recorded
     if since is not None and state.watermark != since:
         log.warning(
             "%s.%s: the state moved from %s to %s while job %s ran; its batch is not recorded",
