@@ -4,6 +4,7 @@ each loaded into PostgreSQL, which ends up holding exactly the emulator's tables
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -112,7 +113,10 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
     courses = DapTableFolder(location, "canvas", "courses")
     assert json.loads(courses.schema_file(2).read_text())["version"] == 2
     assert not any(d.had_authorization for d in dap.signed_downloads)
-    assert "Waiting in the triggerer for 4 DAP job(s)" in log and CLIENT_SECRET not in log
+    # users and courses changed: new jobs. accounts and enrollments did not: if the first phase's
+    # second run already asked the same incremental, DAP hands that job back, complete (no wait).
+    waiting = re.search(r"Waiting in the triggerer for (\d) DAP job\(s\)", log)
+    assert waiting and int(waiting.group(1)) in (2, 4) and CLIENT_SECRET not in log
     # The loads ran after each pull: PostgreSQL holds the emulator's tables, row for row.
     assert loaded["rows_deleted"] == 2 and loaded["batches"]
     with psycopg.connect(warehouse_url) as db:
