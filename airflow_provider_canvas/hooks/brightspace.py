@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urljoin
 
@@ -25,6 +25,7 @@ from airflow_provider_canvas.hooks.brightspace_models import (
 )
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
 from airflow_provider_canvas.hooks.download import DownloadedFile, StreamingDownload
+from airflow_provider_canvas.hooks.zip_check import check_member_name
 from airflow_provider_canvas.net import absolute_url, redact_url, same_host
 from airflow_provider_canvas.tokens.model import MASKED, extra_value
 
@@ -253,15 +254,20 @@ class BrightspaceHook(LmsHook):
     def download_extract(
         self, extract: BdsExtract, destination: str | os.PathLike[str], **options: Any
     ) -> DownloadedFile:
-        """Download an extract to ``destination``: of size ``DownloadSize``, one ZIP member, CRC checked."""
+        """Download an extract to ``destination``: of size ``DownloadSize``, one ZIP member named after
+        the data set, CRC checked."""
         return self.download(
             extract.download_link,
             destination,
             expected_size=extract.download_size,
             size_name="Brightspace's DownloadSize",
             scope=SCOPE_BDS_DOWNLOAD,
-            **{"check_zip": True, **options},
+            **{"check_zip": True, "check_member": self._member_check(extract.data_set), **options},
         )
+
+    @staticmethod
+    def _member_check(data_set: str) -> Callable[[str, str], None]:
+        return lambda member, label: check_member_name(member, data_set, label)
 
     def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
         """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`."""

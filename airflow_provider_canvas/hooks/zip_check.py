@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 from typing import IO
 
 from airflow_provider_canvas.exceptions import ExtractFormatError
+from airflow_provider_canvas.loading.catalogue import names_of
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -56,6 +57,26 @@ def single_member(archive: zipfile.ZipFile, label: str) -> zipfile.ZipInfo:
     if files[0].flag_bits & _FLAG_ENCRYPTED:
         raise ExtractFormatError(f"{label}: the ZIP member {files[0].filename!r} is encrypted")
     return files[0]
+
+
+def check_member_name(member: str, data_set: str, label: str) -> None:
+    """Refuse the ZIP of another data set: its CSV is named after the data set (``Users.csv``,
+    ``OrganizationalUnits.csv``), perhaps with a suffix after ``_`` or ``-`` or digits.
+
+    Raises :class:`ExtractFormatError` naming both, so a listing entry or link that points at another
+    data set's file is caught at the pull, before the file is kept or recorded.
+    """
+    got = PurePosixPath(member).name.replace(" ", "").lower()
+    got = got[: -len(".csv")] if got.endswith(".csv") else got
+    for name in names_of(data_set):
+        want = name.replace(" ", "").lower()
+        if got == want or (got.startswith(want) and got[len(want)] in "_-0123456789"):
+            return
+    expected = " or ".join(f"{name.replace(' ', '')}.csv" for name in names_of(data_set))
+    raise ExtractFormatError(
+        f"{label}: the ZIP holds {member!r}, but an extract of data set {data_set!r} holds {expected}: "
+        "this is another data set's file (check the data set's listing and DownloadLink)"
+    )
 
 
 def open_archive(source: str | os.PathLike[str] | IO[bytes], label: str) -> zipfile.ZipFile:
