@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow_provider_canvas.loading.catalogue import CATALOGUE, TEXT, column_types_for
+from airflow_provider_canvas.brightspace.loading.catalogue import CATALOGUE, TEXT, column_types_for
 from airflow_provider_canvas.testing.bds_files import (
     ZipSource,
     byte_range,

@@ -21,7 +21,7 @@ from lms_fixtures import CLIENT_ID, CLIENT_SECRET, dsn
 from psycopg import sql
 from requests.auth import HTTPBasicAuth
 
-from airflow_provider_canvas.loading.catalogue import CATALOGUE, TEXT
+from airflow_provider_canvas.brightspace.loading.catalogue import CATALOGUE, TEXT
 
 API_VERSION = "1.18"  # the sample's
 TIMEOUT = 10

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from lms_fixtures import dsn, postgres_connection_fields
 
-from airflow_provider_canvas.loading.catalogue import _SCHEMAS, key_columns_for
-from airflow_provider_canvas.loading.pull_state import slug
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.loading.catalogue import _SCHEMAS, key_columns_for
+from airflow_provider_canvas.brightspace.loading.pull_state import slug
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )

@@ -13,10 +13,14 @@ import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, table_fingerprint, user
 
+from airflow_provider_canvas.brightspace.loading.postgres import (
+    LEDGER_TABLE,
+    PostgresExtractLoader,
+    key_columns_for,
+)
+from airflow_provider_canvas.common.airflow_access import get_connection
 from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
-from airflow_provider_canvas.loading.postgres import LEDGER_TABLE, PostgresExtractLoader, key_columns_for
 from airflow_provider_canvas.testing.brightspace import build_zip, csv_bytes
-from airflow_provider_canvas.tokens.metadata import get_connection
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -164,7 +168,7 @@ def test_new_column_is_added_and_a_differential_without_a_column_leaves_it_alone
         ],
         columns=["UserId", "UserName", "IsDeleted", "Email"],
     )
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_canvas.loading.postgres"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_canvas.brightspace.loading.postgres"):
         result = loader.load(
             without_org_id, "users", ["UserId"], extract_id="d2", bds_type="Differential",
             created_at=T0 + timedelta(days=2),

@@ -14,9 +14,9 @@ from decimal import Decimal
 
 import pytest
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import check_member_name
+from airflow_provider_canvas.brightspace.loading.catalogue import _SCHEMAS, CATALOGUE
 from airflow_provider_canvas.exceptions import ExtractFormatError
-from airflow_provider_canvas.hooks.zip_check import check_member_name
-from airflow_provider_canvas.loading.catalogue import _SCHEMAS, CATALOGUE
 from airflow_provider_canvas.testing import LmsEmulator
 from airflow_provider_canvas.testing.bds_files import GeneratedZip
 from airflow_provider_canvas.testing.bds_plugins import PUBLISHED
