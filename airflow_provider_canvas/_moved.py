@@ -38,7 +38,7 @@ MOVED = {
     "hooks.canvas_data_objects": "canvas_data.hooks.objects",
     "hooks.canvas_data": "canvas_data.hooks.canvas_data",
     "hooks.canvas": "canvas.hooks.canvas",
-    "hooks.bds_async_listing": "brightspace.hooks.listing_async",
+    "hooks.bds_async_listing": "brightspace.hooks.listing",
     "hooks.brightspace_async": "brightspace.hooks.brightspace_async",
     "hooks.brightspace_models": "brightspace.hooks.models",
     "hooks.brightspace": "brightspace.hooks.brightspace",

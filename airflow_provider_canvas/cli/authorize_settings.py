@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_canvas.brightspace.hooks.brightspace import (
+from airflow_provider_canvas.brightspace.connection import (
     DEFAULT_SCOPES,
     DEFAULT_TOKEN_URL,
     LEGACY_TOKEN_URL_KEY,

@@ -1,4 +1,4 @@
-"""What the triggerer's async hooks share: one connection read asynchronously, one httpx client."""
+"""What the triggerer's async hooks share: the connection read asynchronously and parsed, one httpx client."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
 
-from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common import airflow_access
+from airflow_provider_canvas.common.connection import ConnectedHook, parse_connection
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
 
-SyncHook = TypeVar("SyncHook")
+Settings = TypeVar("Settings")
 
 
 @functools.cache
@@ -26,19 +27,20 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class AsyncConnectedHook(Generic[SyncHook]):
-    """The connection of ``conn_id`` (read with Airflow's async connection API) checked by a sync
-    hook built without I/O (:meth:`_rules`), and the httpx client of :attr:`client`, closed by
-    :meth:`aclose` or ``async with``."""
+class AsyncConnectedHook(Generic[Settings]):
+    """The connection of ``conn_id`` (read with Airflow's async connection API), parsed by the settings
+    of the sync hook (:attr:`sync_hook`) without I/O, and the httpx client of :attr:`client`, closed
+    by :meth:`aclose` or ``async with``."""
 
-    #: The sync hook whose checks, URLs and messages the async hook uses.
-    sync_hook: ClassVar[Any]
+    #: The sync hook whose connection type, checks and settings the async hook shares.
+    sync_hook: ClassVar[type[ConnectedHook]]
 
     def __init__(self, conn_id: str, *, timeout: tuple[float, float] = (10.0, 60.0)) -> None:
         self.conn_id = conn_id
+        self.conn_label = f"connection {conn_id!r}"
         self._timeout = httpx.Timeout(timeout[1], connect=timeout[0])
         self._client: httpx.AsyncClient | None = None
-        self._hook: SyncHook | None = None  # the connection's rules, built without I/O
+        self._settings: Settings | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(conn_id={self.conn_id!r})"
@@ -64,13 +66,13 @@ class AsyncConnectedHook(Generic[SyncHook]):
             )
         return self._client
 
-    async def _rules(self) -> SyncHook:
-        """A sync hook on the connection read asynchronously: its checks and URLs, no I/O of its own."""
-        if self._hook is None:
-            fields = await metadata.aget_connection(self.conn_id)
-            self._hook = self.sync_hook.for_connection(fields, mask=False)
+    async def settings(self) -> Settings:
+        """The connection read asynchronously, checked and parsed as the sync hook does it."""
+        if self._settings is None:
+            fields = await airflow_access.aget_connection(self.conn_id)
+            self._settings = parse_connection(self.sync_hook, fields, self.conn_label)
             self._connection_read(fields)
-        return self._hook  # type: ignore[return-value]
+        return self._settings
 
     def _connection_read(self, fields: Any) -> None:
-        """What a subclass takes from the connection beside the checks (e.g. its stored tokens)."""
+        """What a subclass takes from the connection beside its settings (e.g. its stored tokens)."""

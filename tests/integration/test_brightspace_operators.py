@@ -23,8 +23,8 @@ from airflow_provider_canvas.brightspace.operators.data_sets import (
 )
 from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
 from airflow_provider_canvas.exceptions import (
-    BdsDownloadError,
     DifferentialGapError,
+    DownloadError,
     ExportJobError,
     ExtractFormatError,
     LmsError,
@@ -229,7 +229,7 @@ def test_one_failing_data_set_does_not_stop_the_others(seeded, conns, tmp_path):
 def test_truncated_download_fails_with_nothing_half_written(emulator, seeded, conns, tmp_path):
     emulator.brightspace.truncate_next_download(100)
 
-    with pytest.raises(BdsDownloadError, match="failed after 1 attempts"):
+    with pytest.raises(DownloadError, match="failed after 1 attempts"):
         pull_op(conns, tmp_path, data_sets=["Org Units"], download_attempts=1).execute({})
 
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -12,18 +12,18 @@ from typing import Any
 
 import httpx
 
+from airflow_provider_canvas.brightspace.connection import BrightspaceSettings
 from airflow_provider_canvas.brightspace.hooks.brightspace import SCOPE_ADS_FETCH, BrightspaceHook
-from airflow_provider_canvas.brightspace.hooks.listing_async import list_extracts
+from airflow_provider_canvas.brightspace.hooks.listing import BdsListings, read_async
 from airflow_provider_canvas.brightspace.hooks.models import BdsExtract
 from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.common.async_hook import AsyncConnectedHook
 from airflow_provider_canvas.common.net import absolute_url, is_throttled, redact_url
-from airflow_provider_canvas.common.transport import api_error
 from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
 from airflow_provider_canvas.tokens.model import TokenSet
 
 
-class BrightspaceAsyncHook(AsyncConnectedHook[BrightspaceHook]):
+class BrightspaceAsyncHook(AsyncConnectedHook[BrightspaceSettings]):
     """Reads export jobs and extract listings of one ``brightspace`` connection without blocking the loop.
 
     :param conn_id: the connection; read with Airflow's async connection API.
@@ -50,17 +50,20 @@ class BrightspaceAsyncHook(AsyncConnectedHook[BrightspaceHook]):
 
     async def get_export_job(self, job_id: str) -> dict[str, Any]:
         """One export job (``Status``, ...): :meth:`BrightspaceHook.get_export_job` without a thread."""
-        hook = await self._rules()
-        return dict(await self.get_json(hook.lp_path(f"dataExport/jobs/{job_id}"), SCOPE_ADS_FETCH))
+        settings = await self.settings()
+        return dict(await self.get_json(settings.lp_path(f"dataExport/jobs/{job_id}"), SCOPE_ADS_FETCH))
 
     async def list_extracts(self, data_set: str) -> list[BdsExtract]:
         """The extracts of ``data_set`` still offered, newest first: :meth:`BrightspaceHook.list_extracts`."""
-        return await list_extracts(self, await self._rules(), data_set)
+        plan = BdsListings(await self.settings()).extracts(data_set)
+        return await read_async(plan, lambda page: self.get_json(page.url, page.scope, page.params))
 
-    async def get_json(self, path_or_url: str, scope: str | None) -> Any:
+    async def get_json(
+        self, path_or_url: str, scope: str | None, params: dict[str, Any] | None = None
+    ) -> Any:
         """An authorised GET on the instance: 401 with ``WWW-Authenticate`` refreshes once; no retries."""
-        hook = await self._rules()
-        url = absolute_url(hook.base_url, path_or_url)
+        settings = await self.settings()
+        url = absolute_url(settings.base_url, path_or_url)
         where = f"GET {redact_url(url)}"
         client = self.client
         refreshed = False
@@ -68,13 +71,15 @@ class BrightspaceAsyncHook(AsyncConnectedHook[BrightspaceHook]):
             access_token = await self._access_token()
             try:
                 response = await client.get(
-                    url, headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"}
+                    url,
+                    params=params,
+                    headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"},
                 )
             except httpx.TransportError as err:
                 raise LmsUnavailableError(
                     f"{where} failed: {type(err).__name__}", status=0, url=redact_url(url)
                 ) from None
-            if response.status_code == 401 and "WWW-Authenticate" in response.headers and not refreshed:
+            if BrightspaceHook.api_rules.token_refused(response) and not refreshed:
                 self._rejected.add(access_token)
                 self._tokens = None
                 refreshed = True
@@ -85,15 +90,14 @@ class BrightspaceAsyncHook(AsyncConnectedHook[BrightspaceHook]):
                     f"{where} throttled (HTTP {status})", status=status, url=redact_url(url)
                 )
             if response.status_code >= 400:
-                raise api_error(response, "GET", url, scope, hook._permission_message)
+                raise BrightspaceHook.api_rules.error(response, "GET", url, scope, self.conn_label)
             return response.json()
 
     def _connection_read(self, fields: Any) -> None:
         self._tokens = TokenSet.from_extra(fields.extra_dejson, "brightspace")
 
     async def _access_token(self) -> str:
-        hook = await self._rules()
-        buffer = int(hook.extra("expiry_buffer_seconds", 300))
+        buffer = (await self.settings()).expiry_buffer_seconds
         if self._tokens is None or not self._tokens.is_usable(buffer, rejected=self._rejected):
             # Another worker may have refreshed meanwhile: read the stored tokens first.
             fields = await metadata.aget_connection(self.conn_id)
