@@ -24,9 +24,9 @@ from airflow_provider_canvas.canvas_data.hooks.models import (
     dap_api_error,
 )
 from airflow_provider_canvas.canvas_data.hooks.objects import DapObjectDownloader, PulledObject
-from airflow_provider_canvas.common.connection import ConnectedHook
+from airflow_provider_canvas.common.api_hook import ApiHook
 from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, Transport
+from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
     LmsError,
     LmsThrottledError,
@@ -43,7 +43,7 @@ class DapApiRules(ApiRules):
         return dap_api_error(response, method, url)
 
 
-class CanvasDataHook(ConnectedHook):
+class CanvasDataHook(ApiHook):
     """Canvas Data 2 tables of one ``canvas_data`` connection (see :class:`DapSettings`).
 
     host: the DAP API URL (empty: ``https://api-gateway.instructure.com``); login/password: the DAP
@@ -72,18 +72,10 @@ class CanvasDataHook(ConnectedHook):
     settings: DapSettings
 
     @property
-    def base_url(self) -> str:
-        return self.settings.base_url
-
-    @property
     def namespace(self) -> str:
         return self.settings.namespace
 
     # Composition ------------------------------------------------------------------------------
-
-    @cached_property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_retries, self.backoff_seconds, self.max_backoff_seconds, log=self.log)
 
     @cached_property
     def login(self) -> DapLogin:
@@ -101,35 +93,6 @@ class CanvasDataHook(ConnectedHook):
     @cached_property
     def tokens(self) -> DapTokenCache:
         return DapTokenCache(self.login)
-
-    @cached_property
-    def transport(self) -> Transport:
-        return Transport(
-            base_url=self.base_url,
-            tokens=self.tokens,
-            retry=self.retry,
-            timeout=self.timeout,
-            conn_label=self.conn_label,
-            rules=self.api_rules,
-            log=self.log,
-        )
-
-    @cached_property
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
-        return session
-
-    def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """See :meth:`Transport.request`; a refused JWT (401) buys one new login and one more try."""
-        return self.transport.request(method, path_or_url, **kwargs)
-
-    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
-        return self.transport.get_json(path_or_url, **kwargs)
 
     # The query API ----------------------------------------------------------------------------
 
