@@ -8,7 +8,8 @@ exact pins (PyJWT, rich, aiohttp, ...) cannot be installed beside Airflow's (see
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import requests
 from airflow.sdk import BaseHook
 
 from airflow_provider_canvas.exceptions import (
+    LmsConfigurationError,
     LmsError,
+    LmsNotFoundError,
     LmsPermissionError,
     LmsThrottledError,
 )
@@ -27,7 +30,9 @@ from airflow_provider_canvas.hooks.canvas_data_models import (
     DEFAULT_API_URL,
     DEFAULT_NAMESPACE,
     JOB_CREATION_LIMIT,
+    JOB_CREATION_RATE,
     LOGIN_PATH,
+    THROTTLE_WINDOW_SECONDS,
     DapAccessToken,
     DapJob,
     dap_api_error,
@@ -35,6 +40,7 @@ from airflow_provider_canvas.hooks.canvas_data_models import (
     login_refused,
 )
 from airflow_provider_canvas.hooks.canvas_data_objects import DapObjectDownloader, PulledObject
+from airflow_provider_canvas.hooks.canvas_data_pacing import JobCreationPacer
 from airflow_provider_canvas.hooks.connected import ConnectedHook
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
 from airflow_provider_canvas.hooks.transport import LmsTransport
@@ -55,6 +61,10 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
     :param max_retries: retries of connection errors, 5xx answers to reads and throttled requests.
     :param backoff_seconds: the first retry's wait, doubled for each further retry (with jitter).
     :param max_backoff_seconds: the longest wait between two retries.
+    :param throttle_window_seconds: how long a 429 without ``Retry-After`` waits before the retry
+        (DAP's limits count per minute: default 60).
+    :param job_creation_rate: (calls, seconds): job creations are paced to at most this many in
+        any such window (DAP publishes 5 per minute per client: default ``(5, 60.0)``).
     """
 
     conn_name_attr = "canvas_data_conn_id"
@@ -65,9 +75,19 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
         "the DAP client ID as login and the client secret as password (identity.instructure.com)"
     )
 
-    def __init__(self, conn_id: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        throttle_window_seconds: float = THROTTLE_WINDOW_SECONDS,
+        job_creation_rate: tuple[int, float] = JOB_CREATION_RATE,
+        **options: Any,
+    ) -> None:
         super().__init__(conn_id, **options)
-        self._last_retry_after: float | None = None
+        self.throttle_window_seconds = throttle_window_seconds
+        self.job_creation_rate = (int(job_creation_rate[0]), float(job_creation_rate[1]))
+        #: The last 429's wait and whether DAP said it (``Retry-After``) or the window was assumed.
+        self._last_retry_after: tuple[float, bool] | None = None
 
     def _check_connection(self, conn: Any) -> None:
         if conn.host:
@@ -82,6 +102,10 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
         return str((self.connection.extra_dejson or {}).get("namespace") or DEFAULT_NAMESPACE)
 
     # Access token -----------------------------------------------------------------------------
+
+    @cached_property
+    def pacer(self) -> JobCreationPacer:
+        return JobCreationPacer(*self.job_creation_rate, log=self.log)
 
     @cached_property
     def tokens(self) -> DapTokenCache:  # type: ignore[override]
@@ -148,9 +172,13 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
         return dap_api_error(response, method, url)
 
     def _retry_after(self, response: requests.Response) -> float | None:  # type: ignore[override]
+        """``Retry-After`` when DAP sends one; a 429 without it waits out DAP's window (backoff from
+        1 s would spend the retries inside the minute the limit counts)."""
         seconds = super()._retry_after(response)
         if response.status_code == 429:
-            self._last_retry_after = seconds
+            said = seconds is not None
+            seconds = seconds if said else self.throttle_window_seconds
+            self._last_retry_after = (seconds, said)
         return seconds
 
     # The query API ----------------------------------------------------------------------------
@@ -161,14 +189,30 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
 
     def list_tables(self, namespace: str | None = None) -> list[str]:
         """The tables of ``namespace`` (DAP allows about 5 listings per minute: call it rarely)."""
-        return [str(t) for t in self.get_json(self._table_path(namespace)).get("tables", [])]
+        with self._unknown_as_configuration(namespace):
+            body = self.get_json(self._table_path(namespace))
+        return [str(t) for t in body.get("tables", [])]
 
     def get_schema(self, table: str, namespace: str | None = None) -> dict[str, Any]:
         """``{"schema": <JSON schema>, "version": N}`` exactly as DAP returns it."""
-        body = self.get_json(f"{self._table_path(namespace, table)}/schema")
+        with self._unknown_as_configuration(namespace, table):
+            body = self.get_json(f"{self._table_path(namespace, table)}/schema")
         if not isinstance(body, dict) or "schema" not in body or "version" not in body:
             raise LmsError(f"DAP's schema of {table} has no schema/version: {str(body)[:200]}")
         return dict(body)
+
+    @contextmanager
+    def _unknown_as_configuration(self, namespace: str | None, table: str = "") -> Iterator[None]:
+        """DAP's 404 for a namespace or table: a name to fix in the DAG or connection, not to retry."""
+        try:
+            yield
+        except LmsNotFoundError as err:
+            where = namespace or self.namespace
+            name = f"{where}.{table}" if table else f"namespace {where!r}"
+            raise LmsConfigurationError(
+                f"DAP has no {name} ({err}). Check the pull's tables= and namespace= (or the "
+                f"connection's namespace); tables='all' pulls what DAP lists"
+            ) from None
 
     def start_job(
         self,
@@ -181,31 +225,47 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
     ) -> DapJob:
         """Start a snapshot job (``since`` None) or an incremental one from ``since``; returns the job.
 
-        DAP allows job creation only about 5 times a minute per client: a throttled request waits
-        (``Retry-After``) and is sent again up to ``max_retries`` times, then this fails saying when
-        to try again. A throttled request was not taken, so sending it again creates no second job.
+        Job creations are paced under ``job_creation_rate`` (DAP: about 5 a minute per client). A
+        throttled request waits (``Retry-After``, else ``throttle_window_seconds``) and is sent again up
+        to ``max_retries`` times, then this fails saying when to try again. A throttled request was
+        not taken, so sending it again creates no second job. Raises
+        :class:`DapSnapshotRequiredError` when DAP refuses an incremental after reloading the table.
         """
         query: dict[str, Any] = {"format": format}
         if since:
             query["since"] = since
         if until:
             query["until"] = until
+        name = f"{namespace or self.namespace}.{table}"
         path = f"{self._table_path(namespace, table)}/data"
         self._last_retry_after = None
+        self.pacer.wait_for_slot(name)
         try:
-            body = self.request("POST", path, json=query).json()
+            with self._unknown_as_configuration(namespace, table):
+                body = self.request("POST", path, json=query).json()
         except LmsThrottledError as err:
-            wait = self._last_retry_after or 60.0
-            again = pendulum.now("UTC").add(seconds=int(wait) + 1).to_iso8601_string()
-            raise LmsThrottledError(
-                f"DAP kept refusing to create a job for {namespace or self.namespace}.{table}: job creation "
-                f"is limited to {JOB_CREATION_LIMIT}, and it was still throttled (HTTP 429) after "
-                f"{self.max_retries} retries. Try again after {again} (DAP's Retry-After: {wait:.0f}s), "
-                "or pull fewer tables per minute",
-                status=err.status,
-                url=err.url,
-            ) from None
+            raise self._still_throttled(name, err) from None
+        finally:
+            self.pacer.answered()
         return DapJob.from_json(body)
+
+    def _still_throttled(self, name: str, err: LmsThrottledError) -> LmsThrottledError:
+        """The error after the last retry: says what DAP said (or did not) and when to try again."""
+        wait, said = self._last_retry_after or (self.throttle_window_seconds, False)
+        again = pendulum.now("UTC").add(seconds=int(wait) + 1).to_iso8601_string()
+        heard = (
+            f"DAP's Retry-After: {wait:.0f}s"
+            if said
+            else f"DAP sent no Retry-After; each retry waited throttle_window_seconds={wait:.0f}s"
+        )
+        return LmsThrottledError(
+            f"DAP kept refusing to create a job for {name}: job creation is limited to "
+            f"{JOB_CREATION_LIMIT}, and it was still throttled (HTTP 429) after {self.max_retries} "
+            f"retries ({heard}). Another client with the same DAP credentials may be pulling. Try "
+            f"again after {again}, or lower job_creation_rate",
+            status=err.status,
+            url=err.url,
+        )
 
     def get_job(self, job_id: str) -> DapJob:
         return DapJob.from_json(self.get_json(f"/dap/job/{job_id}"))
