@@ -1,10 +1,11 @@
-"""An Airflow plugin that makes the connection form's Test button work for ``canvas`` and ``brightspace``.
+"""An Airflow plugin that makes the connection form's Test button work for this provider's connection types.
 
 Airflow 3.3's UI sends ``"port": 0`` when a connection type hides its port (the Test button sends
 ``Number(null)``), and ``POST /api/v2/connections/test`` then refuses the test with HTTP 400 ("The
-host or port to test differs from the stored connection"), since the stored port is empty. Both
-types hide the port and never use one, so for them a port of 0 is turned back into null before
-Airflow reads the request. Nothing else is touched. Loaded through the ``airflow.plugins`` entry
+host or port to test differs from the stored connection"), since the stored port is empty. The
+provider's types that hide the port (``canvas``, ``brightspace``, ``canvas_data``: read from
+:func:`get_provider_info`, so a new type is covered) never use one, so for them a port of 0 is
+turned back into null before Airflow reads the request. Nothing else is touched. Loaded through the ``airflow.plugins`` entry
 point, so it is active wherever the provider is installed on the api-server.
 """
 
@@ -22,7 +23,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-CONN_TYPES = frozenset({"canvas", "brightspace"})
+def _types_hiding_the_port() -> frozenset[str]:
+    from airflow_provider_canvas.get_provider_info import get_provider_info
+
+    return frozenset(
+        entry["connection-type"]
+        for entry in get_provider_info()["connection-types"]
+        if "port" in entry.get("ui-field-behaviour", {}).get("hidden-fields", [])
+    )
+
+
+CONN_TYPES = _types_hiding_the_port()
 TEST_PATH = "/api/v2/connections/test"
 
 
@@ -77,5 +88,5 @@ class HiddenPortTestFix:
 class CanvasProviderPlugin(AirflowPlugin):
     name = "canvas_provider"
     fastapi_root_middlewares = [
-        {"middleware": HiddenPortTestFix, "args": [], "kwargs": {}, "name": "Canvas/Brightspace Test button"}
+        {"middleware": HiddenPortTestFix, "args": [], "kwargs": {}, "name": "Canvas provider Test button"}
     ]

@@ -7,7 +7,12 @@ import json
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from airflow_provider_canvas.ui_plugin import CanvasProviderPlugin, HiddenPortTestFix, without_hidden_port
+from airflow_provider_canvas.ui_plugin import (
+    CONN_TYPES,
+    CanvasProviderPlugin,
+    HiddenPortTestFix,
+    without_hidden_port,
+)
 
 
 def echo_app() -> TestClient:
@@ -21,9 +26,10 @@ def echo_app() -> TestClient:
     return TestClient(app)
 
 
-def test_the_hidden_port_of_a_canvas_or_brightspace_test_becomes_null():
+def test_the_hidden_port_of_each_of_the_providers_connection_types_becomes_null():
     client = echo_app()
-    for conn_type in ("canvas", "brightspace"):
+    assert CONN_TYPES == {"canvas", "brightspace", "canvas_data"}  # from get_provider_info
+    for conn_type in sorted(CONN_TYPES):
         sent = {"connection_id": "c", "conn_type": conn_type, "host": "https://h", "port": 0}
         answer = client.post("/api/v2/connections/test", json=sent).json()
         assert answer["body"] == {**sent, "port": None}
