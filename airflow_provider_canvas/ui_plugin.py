@@ -5,8 +5,9 @@ Airflow 3.3's UI sends ``"port": 0`` when a connection type hides its port (the 
 host or port to test differs from the stored connection"), since the stored port is empty. The
 provider's types that hide the port (``canvas``, ``brightspace``, ``canvas_data``: read from
 :func:`get_provider_info`, so a new type is covered) never use one, so for them a port of 0 is
-turned back into null before Airflow reads the request. Nothing else is touched. Loaded through the ``airflow.plugins`` entry
-point, so it is active wherever the provider is installed on the api-server.
+turned back into null before Airflow reads the request. Nothing else is touched. Loaded through
+the ``airflow.plugins`` entry point, so it is active wherever the provider is installed on the
+api-server.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 def _types_hiding_the_port() -> frozenset[str]:
     from airflow_provider_canvas.get_provider_info import get_provider_info

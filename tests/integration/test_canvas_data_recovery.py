@@ -7,8 +7,6 @@ credentials and unknown names, and the two options a person uses to recover (``f
 
 from __future__ import annotations
 
-import gzip
-
 import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -17,7 +15,6 @@ from test_canvas_data_pull import CLIENT_ID, CLIENT_SECRET, make_op, pull
 from test_canvas_data_pull_and_load import assert_same_table
 
 from airflow_provider_canvas.exceptions import (
-    DapObjectError,
     LmsAuthError,
     LmsConfigurationError,
     LmsThrottledError,
@@ -223,7 +220,7 @@ def test_missing_files_name_repull_batches_and_an_unknown_job_id_is_refused(dap,
     with pytest.raises(DapDataError, match=rf"repull_batches=\['{first['job_id']}'\]"):
         load(tmp_path, schema)
 
-    with pytest.raises(LmsConfigurationError, match="no state.json of the tables pulled lists"):
+    with pytest.raises(LmsConfigurationError, match=r"no state\.json of the tables pulled lists"):
         make_op(conn_id, tmp_path, ["users"], deferrable=False, repull_batches=["not-a-job"]).execute({})
     # A snapshot is pulled again as a new snapshot, which the load applies.
     again = pull(make_op(conn_id, tmp_path, ["users"], repull_batches=[first["job_id"]]))["users"]

@@ -316,7 +316,8 @@ def test_an_incremental_after_a_gap_is_refused(loader, source, schema):
         since=iso(later),
         until=iso(later + timedelta(hours=1)),
     )
-    with pytest.raises(DapDataError, match=r"the changes in between were never pulled\. To start over: .*force_snapshot=\['users'\]"):
+    never_pulled = r"the changes in between were never pulled\. To start over: .*force_snapshot=\['users'\]"
+    with pytest.raises(DapDataError, match=never_pulled):
         loader.load(source.pulled.folder)
 
 
