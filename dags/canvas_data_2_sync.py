@@ -7,7 +7,7 @@ and ``state.json`` under ``CANVAS_DATA_LOCATION/<namespace>/<table>/``. A failed
 download URL or DAP's job-creation limit (about 5 a minute) ends with a message naming the table;
 the next run goes on from the last recorded watermark.
 
-Then ``load``, mapped over the tables the pull names (its XCom ``tables``), applies each table's new
+Then ``load``, mapped over the tables the pull returned (``tables_pulled``), applies each table's new
 batches to ``canvas_data.<table>`` in the ``canvas_data_warehouse`` PostgreSQL database: typed
 columns from DAP's schema, upserts and deletes in one transaction per table.
 
@@ -28,7 +28,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, AssetAlias, XComArg, task
+from airflow.sdk import DAG, AssetAlias, task
 
 from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator
 from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
@@ -77,6 +77,11 @@ with DAG(
     )
     check_setup() >> pull
 
+    @task
+    def tables_pulled(pulled: dict[str, object]) -> list[str]:
+        """The tables the pull returned (what ``all`` resolved to): one load each."""
+        return sorted(pulled)
+
     # One load per table, mapped at run time over the tables the pull resolved: each applies what its
     # table's pull recorded and its ledger lacks, in one transaction; a failed load leaves its batches
     # pending for the next run, the other tables go on. The alias carries each table's asset event.
@@ -88,4 +93,4 @@ with DAG(
         schema="canvas_data",
         outlets=[AssetAlias(name=f"canvas-data-load:{WAREHOUSE_CONN_ID}/canvas_data")],
         map_index_template="{{ task.table }}",
-    ).expand(table=XComArg(pull, key="tables"))
+    ).expand(table=tables_pulled(pull.output))

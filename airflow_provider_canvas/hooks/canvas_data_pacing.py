@@ -37,6 +37,9 @@ class JobCreationPacer:
         self._sleep = sleep
         self._answered: deque[float] = deque(maxlen=calls)
         self._lock = threading.Lock()
+        #: Work to do while waiting for a slot, given the monotonic time the slot frees (the pull
+        #: downloads the jobs already complete): the wait then costs nothing.
+        self.idle: Callable[[float], None] | None = None
         #: Seconds spent waiting for a free slot, in all (for logs and benchmarks).
         self.waited = 0.0
 
@@ -58,7 +61,12 @@ class JobCreationPacer:
                 self.window,
             )
             self.waited += delay
-            self._sleep(delay)
+            free_at = time.monotonic() + delay
+            if self.idle is not None:
+                self.idle(free_at)
+            left = free_at - time.monotonic()
+            if left > 0:
+                self._sleep(left)
 
     def answered(self) -> None:
         """DAP answered a creation (taken or refused: both count against the limit)."""

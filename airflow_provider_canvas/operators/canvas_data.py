@@ -77,8 +77,7 @@ class CanvasDataPullOperator(BaseOperator):
     namespace or table and a refused permission fail without retries (``AirflowFailException``):
     a person must fix them. Each table is an Asset (:func:`canvas_data_asset`) whose event says
     what arrived. Returns (XCom) ``{table: {kind, job_id, schema_version, since, until, files,
-    records, bytes}}``; the XCom ``tables`` lists the tables of the run (what ``tables="all"``
-    resolved to), for loads mapped over it.
+    records, bytes}}``: its keys are what ``tables="all"`` resolved to, for loads mapped over them.
 
     :param tables: DAP table names, a list or a template rendering to one, or ``"all"``: every table
         DAP lists in the namespace at run time (templated).
@@ -173,6 +172,10 @@ class CanvasDataPullOperator(BaseOperator):
             forced = self.force_snapshot
             snapshots = set(names if forced == ALL_TABLES else table_names(forced, empty=True))
             repulls = batches_to_repull(self.location, namespace, names, self.repull_batches)
+            # While pacing holds the next job back, the jobs already complete are downloaded.
+            hook.pacer.idle = lambda until: self._collect_ready(
+                hook, namespace, started, failed, final, until
+            )
             for table in names:
                 try:
                     started[table] = self._start(
@@ -184,7 +187,11 @@ class CanvasDataPullOperator(BaseOperator):
                     if _is_final(err):
                         final.append(table)
             deadline = time.time() + self.job_timeout.total_seconds()
-            pending = [s["job"]["id"] for s in started.values() if not DapJob.from_json(s["job"]).terminal]
+            pending = [
+                s["job"]["id"]
+                for s in started.values()
+                if not s.get("done") and not DapJob.from_json(s["job"]).terminal
+            ]
             if pending and self.deferrable:
                 from airflow_provider_canvas.triggers.canvas_data import CanvasDataJobsTrigger
 
@@ -252,15 +259,62 @@ class CanvasDataPullOperator(BaseOperator):
         self.log.info("%s.%s: %s %s started (schema version %d)", namespace, table, kind, job.id, version)
         return {"since": since, "job": job.to_json(), "replaces": repull.job_id if repull else None}
 
+    def _collect_ready(
+        self,
+        hook: CanvasDataHook,
+        namespace: str,
+        started: dict[str, dict[str, Any]],
+        failed: dict[str, str],
+        final: list[str],
+        until: float,
+    ) -> None:
+        """Download and record the jobs that are complete, until the monotonic time ``until``."""
+        for table, entry in list(started.items()):
+            if time.monotonic() >= until:
+                return
+            if entry.get("done"):
+                continue
+            if not DapJob.from_json(entry["job"]).terminal:
+                try:
+                    entry["job"] = hook.get_job(entry["job"]["id"]).to_json()
+                except LmsError as err:  # looked at again after the jobs are all started
+                    self.log.warning("DAP job %s: %s", entry["job"]["id"], err)
+                    continue
+            if DapJob.from_json(entry["job"]).complete:
+                self._collect(hook, namespace, table, entry, failed, final)
+
+    def _collect(
+        self,
+        hook: CanvasDataHook,
+        namespace: str,
+        table: str,
+        entry: dict[str, Any],
+        failed: dict[str, str],
+        final: list[str],
+    ) -> None:
+        """Download a complete job's files and record its batch; ``entry`` keeps the summary."""
+        entry["done"] = True
+        try:
+            entry["pulled"] = self._pull_batch(
+                hook, namespace, table, DapJob.from_json(entry["job"]), entry["since"], entry.get("replaces")
+            )
+        except LmsError as err:
+            self.log.error("%s.%s: %s", namespace, table, err)
+            failed[table] = str(err)
+            if _is_final(err):
+                final.append(table)
+
     def _wait_in_task(
         self, hook: CanvasDataHook, started: dict[str, dict[str, Any]], deadline: float
     ) -> None:
         while True:
-            waiting = [s for s in started.values() if not DapJob.from_json(s["job"]).terminal]
+            waiting = [
+                s for s in started.values() if not s.get("done") and not DapJob.from_json(s["job"]).terminal
+            ]
             for entry in waiting:
                 entry["job"] = hook.get_job(entry["job"]["id"]).to_json()
                 self.log.info("DAP job %s is %s", entry["job"]["id"], entry["job"]["status"])
-            if all(DapJob.from_json(s["job"]).terminal for s in started.values()) or time.time() >= deadline:
+            if not waiting or time.time() >= deadline:
                 return
             time.sleep(min(self.poll_interval, max(0.0, deadline - time.time())))
 
@@ -296,28 +350,20 @@ class CanvasDataPullOperator(BaseOperator):
         hook = self._hook()
         try:
             for table, entry in started.items():
-                job = DapJob.from_json(entry["job"])
-                if not job.complete:
-                    failed[table] = self._not_complete(job, why_not_done)
-                    self.log.error("%s.%s: %s", namespace, table, failed[table])
+                if not entry.get("done"):
+                    job = DapJob.from_json(entry["job"])
+                    if not job.complete:
+                        failed[table] = self._not_complete(job, why_not_done)
+                        self.log.error("%s.%s: %s", namespace, table, failed[table])
+                        continue
+                    self._collect(hook, namespace, table, entry, failed, final)
+                if table in failed:
                     continue
-                try:
-                    results[table] = self._pull_batch(
-                        hook, namespace, table, job, entry["since"], entry.get("replaces")
-                    )
-                except LmsError as err:
-                    self.log.error("%s.%s: %s", namespace, table, err)
-                    failed[table] = str(err)
-                    if _is_final(err):
-                        final.append(table)
-                    continue
+                results[table] = entry.get("pulled")
                 if results[table] is not None:
                     self._emit_asset_event(context, namespace, table, results[table])
         finally:
             hook.close()
-        ti = context.get("ti") if hasattr(context, "get") else None
-        if ti is not None:
-            ti.xcom_push(key="tables", value=sorted(started))
         if failed:
             done = f"; pulled: {', '.join(sorted(results))}" if results else ""
             details = "; ".join(f"{namespace}.{t}: {why}" for t, why in sorted(failed.items()))

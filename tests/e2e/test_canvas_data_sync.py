@@ -100,7 +100,7 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
         assert airflow.wait_for_run("canvas_data_2_sync", second, timeout=240) == "success"
         incremental = airflow.xcom("canvas_data_2_sync", second, "pull")
         log = airflow.task_log("canvas_data_2_sync", second, "pull")
-        mapped = airflow.xcom("canvas_data_2_sync", second, "pull", key="tables")
+        mapped = airflow.xcom("canvas_data_2_sync", second, "tables_pulled")
         loaded = airflow.xcom("canvas_data_2_sync", second, "load", map_index=mapped.index("users"))
         final = {t: {r["key"]["id"]: r["value"] for r in dap.table(t).snapshot()[0]} for t in TABLES}
 
