@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from lms_fixtures import dsn
-from test_canvas_data_pull import CLIENT_ID, CLIENT_SECRET, make_op, pull
+from test_canvas_data_pull import CLIENT_ID, CLIENT_SECRET, make_op, pull, run_trigger
 from test_canvas_data_pull_and_load import assert_same_table
 
 from airflow_provider_canvas.exceptions import (
@@ -240,3 +240,21 @@ def test_all_tables_are_listed_by_dap_and_paced_under_the_limit_without_a_429(ma
         assert len(wide.namespaces["canvas"]) >= 60 and set(result) == set(wide.namespaces["canvas"])
         assert wide.summary()["throttled_job_creations"] == 0
         assert wide.summary()["jobs"]["snapshot"] == len(result)
+
+
+def test_deferred_the_jobs_complete_while_pacing_are_downloaded_before_the_rest_wait_in_the_trigger(
+    make_connection, tmp_path
+):
+    with DapEmulator(rows={"users": 5}, rate_window=1.0) as wide:
+        wide.register_client(CLIENT_ID, CLIENT_SECRET)
+        conn_id = make_connection(
+            "canvas_data_all_deferred", "canvas_data", wide.url, {}, login=CLIENT_ID, password=CLIENT_SECRET
+        )
+        op = make_op(conn_id, tmp_path, "all", job_creation_rate=(5, 1.0))
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute({})
+        waiting = deferred.value.trigger.job_ids
+        result = op.execute_complete({}, run_trigger(deferred.value.trigger), **deferred.value.kwargs)
+
+    assert 0 < len(waiting) < len(result) == len(wide.namespaces["canvas"])
+    assert all(result[t]["kind"] == "snapshot" for t in result)
