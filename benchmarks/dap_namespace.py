@@ -40,9 +40,9 @@ def _connection_env(url: str) -> None:
 def run(window: float, rows: int) -> dict[str, Any]:
     import psycopg
 
-    from airflow_provider_canvas.loading.dap_load import DapTableLoader
-    from airflow_provider_canvas.loading.dap_state import DapTableFolder
-    from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator
+    from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+    from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
+    from airflow_provider_canvas.canvas_data.operators.pull import CanvasDataPullOperator
     from airflow_provider_canvas.testing.dap import DapEmulator
     from airflow_provider_canvas.testing.postgres import TEST_DATABASE, configured_server
     from benchmarks._harness import progress

@@ -2,7 +2,8 @@
 
 DAP's SnapshotRequiredError, a 429 without ``Retry-After``, URLs that live one file, refused
 credentials and unknown names, and the two options a person uses to recover (``force_snapshot``,
-``repull_batches``), each named by the error that calls for it. docs/canvas-data-2.md has the table.
+``repull_batches``), each named by the error that calls for it (the table:
+docs/operators/canvas-data-2-failures.md).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from lms_fixtures import dsn
 from test_canvas_data_pull import CLIENT_ID, CLIENT_SECRET, make_op, pull, run_trigger
 from test_canvas_data_pull_and_load import assert_same_table
 
+from airflow_provider_canvas.canvas_data.hooks.canvas_data import CanvasDataHook
+from airflow_provider_canvas.canvas_data.hooks.objects import URL_REFRESHES
+from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+from airflow_provider_canvas.canvas_data.loading.records import DapDataError
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 from airflow_provider_canvas.exceptions import (
     LmsAuthError,
     LmsConfigurationError,
     LmsThrottledError,
 )
-from airflow_provider_canvas.hooks.canvas_data import CanvasDataHook
-from airflow_provider_canvas.hooks.canvas_data_objects import URL_REFRESHES
-from airflow_provider_canvas.loading.dap_load import DapTableLoader
-from airflow_provider_canvas.loading.dap_records import DapDataError
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
 from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.dap_jobs import CallLimit
 

@@ -8,14 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_canvas.exceptions import (
-    DapObjectError,
-    DapSnapshotRequiredError,
-    LmsAuthError,
-    LmsConfigurationError,
-)
-from airflow_provider_canvas.hooks.canvas_data_auth import DapTokenCache
-from airflow_provider_canvas.hooks.canvas_data_models import (
+from airflow_provider_canvas.canvas_data.hooks.auth import DapTokenCache
+from airflow_provider_canvas.canvas_data.hooks.models import (
     DapAccessToken,
     DapJob,
     dap_api_error,
@@ -23,9 +17,15 @@ from airflow_provider_canvas.hooks.canvas_data_models import (
     dap_error_type,
     object_file_name,
 )
-from airflow_provider_canvas.hooks.canvas_data_objects import unique_names, verify_gzip
-from airflow_provider_canvas.hooks.canvas_data_pacing import JobCreationPacer
-from airflow_provider_canvas.operators._canvas_data_tables import check_name, table_names
+from airflow_provider_canvas.canvas_data.hooks.objects import unique_names, verify_gzip
+from airflow_provider_canvas.canvas_data.hooks.pacing import JobCreationPacer
+from airflow_provider_canvas.canvas_data.operators._tables import check_name, table_names
+from airflow_provider_canvas.exceptions import (
+    DapObjectError,
+    DapSnapshotRequiredError,
+    LmsAuthError,
+    LmsConfigurationError,
+)
 
 
 def test_a_complete_incremental_job_round_trips_and_names_its_watermark():

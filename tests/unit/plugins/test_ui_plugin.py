@@ -26,10 +26,11 @@ def echo_app() -> TestClient:
     return TestClient(app)
 
 
-def test_the_hidden_port_of_each_of_the_providers_connection_types_becomes_null():
+def test_the_hidden_port_of_each_connection_type_of_the_provider_becomes_null():
     client = echo_app()
-    assert {"canvas", "brightspace", "canvas_data"} == CONN_TYPES  # from get_provider_info
-    for conn_type in sorted(CONN_TYPES):
+    # canvas_data hides its port too: its Test button was refused with HTTP 400 before it was listed.
+    assert {"canvas", "brightspace", "canvas_data"} == CONN_TYPES
+    for conn_type in ("canvas", "brightspace", "canvas_data"):
         sent = {"connection_id": "c", "conn_type": conn_type, "host": "https://h", "port": 0}
         answer = client.post("/api/v2/connections/test", json=sent).json()
         assert answer["body"] == {**sent, "port": None}

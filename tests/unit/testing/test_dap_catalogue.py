@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from airflow_provider_canvas.loading.dap_schema import parse_schema
+from airflow_provider_canvas.canvas_data.loading.schema import parse_schema
 from airflow_provider_canvas.testing.dap_tables import CATALOGUE, canvas_tables
 
 
