@@ -94,7 +94,7 @@ def test_a_429_without_retry_after_waits_the_window_and_goes_on(dap, conn_id, tm
 
     assert set(result) == {"accounts", "courses"}
     assert dap.summary()["throttled_job_creations"] >= 1
-    assert "HTTP 429; retrying in 1.5s" in logged
+    assert "throttled (HTTP 429); retrying in 1.5s" in logged
 
 
 def test_a_429_without_retry_after_says_so_when_it_gives_up(dap, conn_id):
