@@ -7,11 +7,12 @@ exact pins (PyJWT, rich, aiohttp, ...) cannot be installed beside Airflow's (see
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 import requests
@@ -39,6 +40,9 @@ from airflow_provider_canvas.hooks.connected import ConnectedHook
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
 from airflow_provider_canvas.hooks.transport import LmsTransport
 from airflow_provider_canvas.net import absolute_url, redact_url
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 
 class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
@@ -224,9 +228,9 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
         return {o: str(urls[o]["url"] if isinstance(urls[o], Mapping) else urls[o]) for o in object_ids}
 
     def download_objects(
-        self, job: DapJob, directory: str | Path, *, attempts: int = 5
+        self, job: DapJob, directory: str | os.PathLike[str] | ObjectStoragePath, *, attempts: int = 5
     ) -> list[PulledObject]:
-        """Every object of a complete job into ``directory``, each verified whole before its final name."""
+        """Every object of a complete job into ``directory`` (local or object storage), verified whole"""
         downloader = DapObjectDownloader(
             urls_for=self.object_urls,
             session=self.session,
@@ -236,7 +240,8 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
             backoff=self._backoff,
             log=self.log,
         )
-        return downloader.download(job, Path(directory), attempts=attempts)
+        target = Path(directory) if isinstance(directory, (str, os.PathLike)) else directory
+        return downloader.download(job, target, attempts=attempts)
 
     # The Test button --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from airflow.sdk.configuration import conf
 from airflow_provider_canvas.exceptions import DapJobError, LmsError
 from airflow_provider_canvas.hooks.canvas_data import CanvasDataHook
 from airflow_provider_canvas.hooks.canvas_data_models import DapJob
+from airflow_provider_canvas.loading.dap_retention import DEFAULT_KEEP, apply_retention
 from airflow_provider_canvas.loading.dap_state import DapTableFolder
 from airflow_provider_canvas.loading.pull_state import location_uri
 from airflow_provider_canvas.operators._canvas_data_tables import (
@@ -26,12 +27,14 @@ from airflow_provider_canvas.operators._canvas_data_tables import (
 )
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
 
-def canvas_data_asset(location: str | os.PathLike[str], namespace: str, table: str) -> Asset:
+def canvas_data_asset(
+    location: str | os.PathLike[str] | ObjectStoragePath, namespace: str, table: str
+) -> Asset:
     """The asset a pull updates for ``namespace.table`` under ``location``; schedule loads on it."""
-    return Asset(uri=location_uri(DapTableFolder(location, namespace, table).path))
+    return Asset(uri=DapTableFolder(location, namespace, table).uri)
 
 
 def _is_template(value: Any) -> bool:
@@ -55,14 +58,22 @@ class CanvasDataPullOperator(BaseOperator):
     event says what arrived. Returns (XCom) ``{table: {kind, job_id, schema_version, since, until,
     files, records, bytes}}``.
 
+    Before each table's job, batches every registered load has applied and that are older than
+    ``keep_applied`` are removed (:mod:`~airflow_provider_canvas.loading.dap_retention`).
+
     :param tables: DAP table names, a list or a template rendering to one (templated).
-    :param location: a local folder, shared with the load task (templated).
+    :param location: where the batches go: a local folder, or an ObjectStoragePath / URL such as
+        ``s3://aws_conn_id@bucket/prefix`` that every worker host reaches (templated). On object
+        storage run one pull of a location at a time (``max_active_runs=1``): it is the single
+        writer of each table's ``state.json``.
     :param namespace: DAP namespace; default the connection's (``canvas``) (templated).
     :param canvas_data_conn_id: the ``canvas_data`` connection (templated).
     :param deferrable: wait for the jobs in the triggerer.
     :param poll_interval: seconds between two looks at the jobs.
     :param job_timeout: how long the jobs may take, from their start.
     :param download_attempts: tries of each file before new URLs are asked for.
+    :param keep_applied: how long batches every load has applied are kept (default 7 days);
+        None keeps everything.
     """
 
     template_fields: Sequence[str] = ("canvas_data_conn_id", "tables", "location", "namespace")
@@ -71,7 +82,7 @@ class CanvasDataPullOperator(BaseOperator):
         self,
         *,
         tables: Sequence[str] | str,
-        location: str | os.PathLike[str],
+        location: str | os.PathLike[str] | ObjectStoragePath,
         namespace: str | None = None,
         canvas_data_conn_id: str = CanvasDataHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -79,6 +90,7 @@ class CanvasDataPullOperator(BaseOperator):
         job_timeout: timedelta = timedelta(hours=3),
         download_attempts: int = 5,
         lock_timeout: float = 600.0,
+        keep_applied: timedelta | None = DEFAULT_KEEP,
         **kwargs: Any,
     ) -> None:
         self.alias: AssetAlias | None = None
@@ -100,6 +112,7 @@ class CanvasDataPullOperator(BaseOperator):
         self.job_timeout = job_timeout
         self.download_attempts = download_attempts
         self.lock_timeout = lock_timeout
+        self.keep_applied = keep_applied
 
     # Starting the jobs ------------------------------------------------------------------------
 
@@ -140,6 +153,9 @@ class CanvasDataPullOperator(BaseOperator):
 
     def _start(self, hook: CanvasDataHook, namespace: str, table: str) -> dict[str, Any]:
         folder = DapTableFolder(self.location, namespace, check_name("table", table))
+        if self.keep_applied is not None:
+            with table_lock(folder, self.lock_timeout):
+                apply_retention(folder, self.keep_applied, logger=self.log)
         since = folder.read_state().watermark
         version = save_schema(folder, hook.get_schema(table, namespace))
         job = hook.start_job(table, namespace=namespace, since=since)
