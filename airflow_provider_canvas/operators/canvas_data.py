@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.configuration import conf
@@ -33,8 +34,13 @@ if TYPE_CHECKING:
 def canvas_data_asset(
     location: str | os.PathLike[str] | ObjectStoragePath, namespace: str, table: str
 ) -> Asset:
-    """The asset a pull updates for ``namespace.table`` under ``location``; schedule loads on it."""
-    return Asset(uri=DapTableFolder(location, namespace, table).uri)
+    """The asset a pull updates for ``namespace.table`` under ``location``; schedule loads on it.
+
+    Named by the data's place only: an object store's connection id (``s3://conn_id@bucket``) is left
+    out, and no connection is read (DAG files call this while they are parsed).
+    """
+    parts = urlsplit(f"{location_uri(location).rstrip('/')}/{namespace}/{table}")
+    return Asset(uri=parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
 
 
 def _is_template(value: Any) -> bool:
