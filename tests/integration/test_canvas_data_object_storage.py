@@ -15,8 +15,8 @@ import test_canvas_data_pull_and_load as synced
 from lms_fixtures import dsn, postgres_connection_fields
 from test_canvas_data_pull import make_op, pull
 
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
-from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
+from airflow_provider_canvas.canvas_data.operators.load import CanvasDataLoadOperator
 from airflow_provider_canvas.testing.s3 import SECRET_KEY, local_s3
 
 PREFIX = "canvas_data/canvas"

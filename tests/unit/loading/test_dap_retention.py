@@ -12,13 +12,13 @@ from datetime import timedelta
 import pendulum
 import pytest
 
-from airflow_provider_canvas.loading.dap_retention import (
+from airflow_provider_canvas.canvas_data.loading.retention import (
     LOADS_DIR,
     apply_retention,
     read_loads,
     register_load,
 )
-from airflow_provider_canvas.loading.dap_state import DapBatch, DapTableFolder, DapTableState
+from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder, DapTableState
 
 NOW = pendulum.datetime(2026, 3, 10, tz="UTC")
 KEEP = timedelta(days=7)
