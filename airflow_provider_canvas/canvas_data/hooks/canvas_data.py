@@ -8,15 +8,15 @@ docs/operators/canvas-data-2.md).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from pathlib import Path
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 import requests
 
+from airflow_provider_canvas.brightspace.loading.pull_state import storage_root
 from airflow_provider_canvas.canvas_data.connection import DapSettings
 from airflow_provider_canvas.canvas_data.hooks.auth import DapLogin, DapTokenCache, token_minutes
 from airflow_provider_canvas.canvas_data.hooks.models import (
@@ -205,9 +205,12 @@ class CanvasDataHook(ConnectedHook):
         return {o: str(urls[o]["url"] if isinstance(urls[o], Mapping) else urls[o]) for o in object_ids}
 
     def download_objects(
-        self, job: DapJob, directory: str | os.PathLike[str] | ObjectStoragePath, *, attempts: int = 5
+        self, job: DapJob, directory: str | PathLike[str] | ObjectStoragePath, *, attempts: int = 5
     ) -> list[PulledObject]:
-        """Every object of a complete job into ``directory`` (local or object storage), verified whole"""
+        """Every object of a complete job into ``directory``, each verified whole before its final name.
+
+        ``directory``: a local folder, or an ObjectStoragePath / URL (``s3://conn_id@bucket/...``).
+        """
         downloader = DapObjectDownloader(
             urls_for=self.object_urls,
             session=self.session,
@@ -217,8 +220,7 @@ class CanvasDataHook(ConnectedHook):
             retry=self.retry,
             log=self.log,
         )
-        target = Path(directory) if isinstance(directory, (str, os.PathLike)) else directory
-        return downloader.download(job, target, attempts=attempts)
+        return downloader.download(job, storage_root(directory), attempts=attempts)
 
     # The Test button --------------------------------------------------------------------------
 
