@@ -54,7 +54,11 @@ class DapEmulator:
     """Canvas Data 2 on a local HTTP server, with a second host for the presigned object URLs.
 
     :param seed: the generator's seed: the same seed gives the same rows.
-    :param rows: rows per table of the namespace ``canvas`` (default ``DEFAULT_ROWS``).
+    :param rows: rows per table of the namespace ``canvas`` (default ``DEFAULT_ROWS``, and
+        ``CATALOGUE_ROWS`` for each table of the generated catalogue).
+    :param catalogue: the namespace also holds the 56 generated tables of ``CATALOGUE`` (60 in all).
+    :param rate_window: the seconds of DAP's per-client limits (published: 60, "5 per minute");
+        a test or benchmark scales them down, e.g. 6.0 for 5 job creations per 6 s.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class DapEmulator:
         seed: int = 7,
         rows: dict[str, int] | None = None,
         access_token_ttl: int = 3600,
+        catalogue: bool = True,
+        rate_window: float = 60.0,
     ) -> None:
         self.host, self.port = host, port
         self.signed_host = signed_host or ("127.0.0.2" if host == "127.0.0.1" else host)
@@ -74,7 +80,7 @@ class DapEmulator:
         self.access_token_ttl = access_token_ttl
         self.clients: dict[str, str] = {}
         self.namespaces: dict[str, dict[str, EmulatedTable]] = {
-            "canvas": canvas_tables(seed, rows, at=time.time() - 3600)
+            "canvas": canvas_tables(seed, rows, at=time.time() - 3600, catalogue=catalogue)
         }
         self.jobs: dict[str, DapJob] = {}
         self.objects: dict[str, DapObject] = {}
@@ -82,14 +88,18 @@ class DapEmulator:
         self.job_seconds = 0.3
         self.rows_per_object = 500
         self.url_ttl = 900  # presigned URLs: about 15 minutes
-        # DAP's published limits per client and minute.
-        self.job_creation = CallLimit(5, 60.0)
-        self.table_listing = CallLimit(5, 60.0)
-        self.job_status = CallLimit(500, 60.0)
-        self.schema_reads = CallLimit(500, 60.0)
-        self.object_urls = CallLimit(200, 60.0)
-        #: Whether a 429 says when to come back (DAP's gateway does not always: clients must cope).
-        self.retry_after = True
+        self.rate_window = rate_window
+        # DAP's published limits per client and minute (rate_window: a shorter "minute" for tests).
+        self.job_creation = CallLimit(5, rate_window)
+        self.table_listing = CallLimit(5, rate_window)
+        self.job_status = CallLimit(500, rate_window)
+        self.schema_reads = CallLimit(500, rate_window)
+        self.object_urls = CallLimit(200, rate_window)
+        #: False: a 429 carries no ``Retry-After`` (DAP's document does not promise one).
+        self.send_retry_after = True
+        #: Each object URL answer's URLs after the first N are issued expired (URLs that live N files).
+        self.url_lifetime_files: int | None = None
+        self._snapshot_required: set[tuple[str, str]] = set()
         self._reloaded: dict[tuple[str, str], float] = {}  # (namespace, table) -> time of the reload
         self._tokens: dict[str, float] = {}  # JWT -> expiry (epoch seconds)
         self._fail_next: list[str] = []
@@ -185,6 +195,11 @@ class DapEmulator:
         with self.lock:
             self._expire_next += count
 
+    def require_snapshot(self, table: str, namespace: str = "canvas") -> None:
+        """Instructure reloaded ``table``: incrementals get 400 SnapshotRequiredError until a snapshot."""
+        with self.lock:
+            self._snapshot_required.add((namespace, self.table(table, namespace).name))
+
     def expire_access_tokens(self) -> None:
         with self.lock:
             self._tokens = {token: 0.0 for token in self._tokens}
@@ -224,7 +239,7 @@ class DapEmulator:
         wait = limit.take(client)
         if wait is None:
             return None
-        headers = {"Retry-After": str(wait)} if self.retry_after else None
+        headers = {"Retry-After": str(wait)} if self.send_retry_after else None
         return dap_error(429, "TooManyRequests", "Too many requests", headers)
 
     def _login(self, request: Request) -> Response:
@@ -327,12 +342,20 @@ class DapEmulator:
     def _out_of_range(self, namespace: str, table: EmulatedTable, query: TableQuery) -> Response | None:
         """OutOfRangeError for a ``since`` in the future; SnapshotRequiredError for one before a reload."""
         if query.since is None:
+            self._snapshot_required.discard((namespace, table.name))  # a snapshot starts afresh
             return None
         latest = iso(table.last_commit)
         if query.since > time.time():
             return dap_error(
                 400, "OutOfRangeError", f"since {iso(query.since)} is in the future (latest commit {latest})",
                 since=iso(table.changes[0][0] if table.changes else table.last_commit), until=latest,
+            )  # fmt: skip
+        if (namespace, table.name) in self._snapshot_required:
+            return dap_error(
+                400, "SnapshotRequiredError",
+                f"Table {namespace}.{table.name} was reloaded: an incremental query cannot continue "
+                "from an earlier state, request a snapshot",
+                since=latest, until=latest,
             )  # fmt: skip
         reloaded = self._reloaded.get((namespace, table.name))
         if reloaded is not None and query.since < reloaded:
@@ -358,13 +381,15 @@ class DapEmulator:
         if extra:
             return invalid(f"additional property {extra[0]!r} is not allowed in an object reference")
         urls = {}
-        for item in wanted:
+        for position, item in enumerate(wanted):
             found = self.objects.get(str(item["id"]))
             if found is None:
                 return not_found("object", str(item["id"]))
             ttl = self.url_ttl
             if self._expire_next > 0:
                 self._expire_next, ttl = self._expire_next - 1, -60
+            elif self.url_lifetime_files is not None and position >= self.url_lifetime_files:
+                ttl = -60
             name = found.object_id.rsplit("/", 1)[-1]
             urls[found.object_id] = {"url": self._storage.url_for(found, self.signed_url, ttl, name)}
         return json_response(200, {"urls": urls})

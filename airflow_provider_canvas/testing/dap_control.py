@@ -25,20 +25,22 @@ class Controlled(Protocol):
     def expire_next_urls(self, count: int = 1) -> None: ...
     def expire_access_tokens(self) -> None: ...
     def reload_table(self, table: str) -> str: ...
+    def require_snapshot(self, table: str) -> None: ...
 
-    retry_after: bool
+    send_retry_after: bool
     job_seconds: float
 
 
-#: The limits ``POST limits`` may change (attribute names of the emulator).
+#: The limits ``POST settings`` may change (attribute names of the emulator).
 LIMITS = ("job_creation", "table_listing", "job_status", "schema_reads", "object_urls")
 
 
 def control(emulator: Controlled, request: Request) -> Response:
     """``GET summary``; ``POST publish {table, inserts, updates, deletes}``, ``advance``,
     ``bump_schema {table, column, schema}``, ``fail_next_jobs {count}``, ``expire_next_urls {count}``,
-    ``expire_access_tokens``, ``reload_table {table}`` (then SnapshotRequiredError), ``settings
-    {job_seconds, retry_after, limits: {job_creation: [count, window_seconds], ...}}``."""
+    ``expire_access_tokens``, ``reload_table {table}`` or ``require_snapshot {table}`` (then
+    SnapshotRequiredError), ``settings {job_seconds, send_retry_after, limits: {job_creation:
+    [count, window_seconds], ...}}``."""
     action = request.path.removeprefix(CONTROL_PREFIX)
     payload = request.json() or {}
     try:
@@ -63,6 +65,8 @@ def control(emulator: Controlled, request: Request) -> Response:
             emulator.expire_access_tokens()
         elif action == "settings":
             _settings(emulator, payload)
+        elif action == "require_snapshot":
+            emulator.require_snapshot(str(payload["table"]))
         else:
             return dap_error(404, "NotFound", f"unknown control action {action}")
     except (KeyError, TypeError, ValueError) as err:
@@ -73,8 +77,8 @@ def control(emulator: Controlled, request: Request) -> Response:
 def _settings(emulator: Controlled, payload: dict[str, Any]) -> None:
     if "job_seconds" in payload:
         emulator.job_seconds = float(payload["job_seconds"])
-    if "retry_after" in payload:
-        emulator.retry_after = bool(payload["retry_after"])
+    if "send_retry_after" in payload:
+        emulator.send_retry_after = bool(payload["send_retry_after"])
     for name, (count, window) in (payload.get("limits") or {}).items():
         if name not in LIMITS:
             raise ValueError(f"unknown limit {name!r}; one of {', '.join(LIMITS)}")

@@ -85,7 +85,7 @@ def _truth_as_text(value: Any) -> str | None:
 
 def test_list_schema_snapshots_and_an_incremental_in_every_format(dap, client, tmp_path):
     listed = client.run("list", "--namespace", "canvas")
-    assert listed.stdout.split() == ["accounts", "courses", "enrollments", "users"]
+    assert listed.stdout.split() == sorted(dap.namespaces["canvas"])
 
     client.run("schema", "--namespace", "canvas", "--table", "users", "--output-directory", "schemas")
     saved = json.loads((client.workdir / "schemas" / "users_schema_version_1.json").read_text())

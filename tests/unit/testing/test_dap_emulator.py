@@ -55,6 +55,7 @@ def wait_for(api: requests.Session, dap: DapEmulator, job_id: str) -> dict:
         if answer.status_code == 200:
             return answer.json()
         assert answer.status_code == 202 and answer.json()["status"] in ("waiting", "running")
+        time.sleep(0.05)  # get job is limited to 500 a minute
     raise AssertionError(f"job {job_id} never ended")
 
 
@@ -188,6 +189,6 @@ def test_every_published_limit_answers_429_with_or_without_retry_after(dap, api,
     assert all(call(api, dap).status_code != 429 for _ in range(2))
     throttled = call(api, dap)
     assert throttled.status_code == 429 and 0 < int(throttled.headers["Retry-After"]) <= 60
-    dap.retry_after = False
+    dap.send_retry_after = False
     bare = call(api, dap)
     assert bare.status_code == 429 and "Retry-After" not in bare.headers
