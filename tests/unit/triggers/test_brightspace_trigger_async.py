@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pendulum
 import pytest
 
-from airflow_provider_canvas.hooks import brightspace_async
+from airflow_provider_canvas.hooks import async_base
 from airflow_provider_canvas.tokens.metadata import ConnectionFields
 from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
@@ -68,7 +68,7 @@ def connection(monkeypatch) -> Callable[[str], None]:
             }
             return ConnectionFields(conn_id, "brightspace", url, "client", "secret", extra)
 
-        monkeypatch.setattr(brightspace_async.metadata, "aget_connection", aget_connection)
+        monkeypatch.setattr(async_base.metadata, "aget_connection", aget_connection)
 
     return point_at
 
