@@ -8,6 +8,7 @@ token lifecycle in :mod:`..tokens.lifecycle`. This module only wires them to one
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 
@@ -18,6 +19,7 @@ from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.hooks.connected import ConnectedHook
 from airflow_provider_canvas.hooks.connection_checks import check_base_url, parse_scopes
 from airflow_provider_canvas.hooks.diagnostics import AccessTokenChecks
+from airflow_provider_canvas.hooks.download import DownloadedFile, StreamingDownload
 from airflow_provider_canvas.hooks.transport import BearerAuth, LmsTransport
 from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.lifecycle import TokenLifecycle
@@ -84,6 +86,23 @@ class LmsHook(ConnectedHook, LmsTransport, AccessTokenChecks, BaseHook):
         session.headers["Accept"] = "application/json"
         session.auth = BearerAuth(self.tokens, self.base_url)
         return session
+
+    def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
+        """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`.
+
+        A redirect to storage on another host goes there without the bearer token.
+        """
+        engine = StreamingDownload(
+            base_url=self.base_url,
+            authorised_get=lambda url, headers, scope: self.request(
+                "GET", url, scope=scope, stream=True, headers=headers
+            ),
+            session=self.session,
+            timeout=self.timeout,
+            backoff=self._backoff,
+            log=self.log,
+        )
+        return engine.fetch(url, destination, **options)
 
     # Tokens -----------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from airflow_provider_canvas.hooks.brightspace_models import (
     legacy_data_sets,
 )
 from airflow_provider_canvas.hooks.connection_checks import check_base_url
-from airflow_provider_canvas.hooks.download import DownloadedFile, StreamingDownload
+from airflow_provider_canvas.hooks.download import DownloadedFile
 from airflow_provider_canvas.net import absolute_url, redact_url, same_host
 from airflow_provider_canvas.tokens.model import MASKED, extra_value
 
@@ -262,20 +262,6 @@ class BrightspaceHook(LmsHook):
             scope=SCOPE_BDS_DOWNLOAD,
             **{"check_zip": True, **options},
         )
-
-    def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
-        """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`."""
-        engine = StreamingDownload(
-            base_url=self.base_url,
-            authorised_get=lambda url, headers, scope: self.request(
-                "GET", url, scope=scope, stream=True, headers=headers
-            ),
-            session=self.session,
-            timeout=self.timeout,
-            backoff=self._backoff,
-            log=self.log,
-        )
-        return engine.fetch(url, destination, **options)
 
     # Advanced Data Sets -------------------------------------------------------------------------
 

@@ -108,9 +108,13 @@ class LmsTransport:
         where = f"{method} {redact_url(url)}"
         refreshed = False
         attempt = 0
+        # A file body (a SIS upload) is read by each send: every repeat starts where the first did.
+        start = data.tell() if hasattr(data, "seek") and hasattr(data, "tell") else None
         while True:
             attempt += 1
             access_token = self.tokens.access_token()
+            if start is not None:
+                data.seek(start)
             try:
                 response = self.session.request(
                     method,

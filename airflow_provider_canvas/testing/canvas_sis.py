@@ -344,7 +344,7 @@ class SisImports:
         rows: dict[str, dict[tuple[str, ...], dict[str, str]]],
         counts: dict[str, int],
     ) -> dict[str, list[tuple[tuple[str, ...], str]]]:
-        """Rows the previous import of the data set had and this one lacks are dropped; unchanged ones skipped."""
+        """Rows the last import of the data set had and this one lacks are dropped; unchanged rows skipped."""
         assert previous.result is not None
         drop = sis.params.get("diffing_drop_status") or "deleted"
         user_status = sis.params.get("diffing_user_remove_status") or "deleted"
