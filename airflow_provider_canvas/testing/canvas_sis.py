@@ -134,7 +134,11 @@ class SisImports:
         self._attach = files  # stores an errors CSV and returns its File JSON
         self.step_seconds = 0.2
         self.stuck_importing = False  # every import stays "importing" at progress 40 (seen in production)
-        self.fail_next_with_error: str | None = None  # the next import ends "failed" (Canvas's own fault)
+        #: The next import ends ``fail_next_state`` ("failed", "failed_with_messages") with this error.
+        self.fail_next_with_error: str | None = None
+        self.fail_next_state = "failed"
+        #: The next upload is stored and processed, but its answer is a 502 (a proxy timed out).
+        self.lose_next_answer = False
         self.imports: dict[int, SisImport] = {}
         self.objects: dict[tuple[int, str, tuple[str, ...]], SisObject] = {}
         self.uploads: list[dict[str, Any]] = []  # what each POST brought: size, content type, params
@@ -225,7 +229,7 @@ class SisImports:
             sis.result = self._process(sis)
         if sis.result.get("failed"):
             sis.ended = sis.ended or time.time()
-            return "failed", 0
+            return sis.result["final_state"], 100
         if self.stuck_importing:
             return "importing", 40
         if steps < 5:
@@ -244,6 +248,7 @@ class SisImports:
             message, self.fail_next_with_error = self.fail_next_with_error, None
             return {
                 "failed": True,
+                "final_state": self.fail_next_state,
                 "warnings": [],
                 "errors": [["", message]],
                 "supplied_batches": [],

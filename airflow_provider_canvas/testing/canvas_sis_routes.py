@@ -89,6 +89,9 @@ class SisRoutes:
         if drop and drop not in ("deleted", "completed", "inactive"):
             return json_response(400, {"message": "Invalid diffing_drop_status"})
         sis = self.sis.create(account.id, grant.user_id, body, fields, ctype)
+        if self.sis.lose_next_answer:
+            self.sis.lose_next_answer = False
+            return json_response(502, {"errors": [{"message": "Bad Gateway"}]})
         return json_response(200, self.sis.to_json(sis))
 
     def get_import(self, request: Request, grant: Any, params: dict[str, str]) -> Response:
