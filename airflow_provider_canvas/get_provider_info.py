@@ -165,7 +165,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.hooks.canvas"],
+                "python-modules": [
+                    "airflow_provider_canvas.hooks.canvas",
+                    "airflow_provider_canvas.hooks.canvas_async",
+                ],
             },
             {
                 "integration-name": "D2L Brightspace",
@@ -182,7 +185,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.operators.canvas"],
+                "python-modules": [
+                    "airflow_provider_canvas.operators.canvas",
+                    "airflow_provider_canvas.operators.canvas_sis",
+                    "airflow_provider_canvas.operators.canvas_reports",
+                ],
             },
             {
                 "integration-name": "D2L Brightspace",
@@ -206,6 +213,10 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "triggers": [
+            {
+                "integration-name": "Canvas LMS",
+                "python-modules": ["airflow_provider_canvas.triggers.canvas"],
+            },
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": [
