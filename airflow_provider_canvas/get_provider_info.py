@@ -99,7 +99,7 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "connection-type": "canvas",
-                "hook-class-name": "airflow_provider_canvas.hooks.canvas.CanvasHook",
+                "hook-class-name": "airflow_provider_canvas.canvas.hooks.canvas.CanvasHook",
                 "hook-name": "Canvas LMS",
                 "conn-fields": CONN_FIELDS["canvas"],
                 "ui-field-behaviour": {
@@ -113,7 +113,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "connection-type": "brightspace",
-                "hook-class-name": "airflow_provider_canvas.hooks.brightspace.BrightspaceHook",
+                "hook-class-name": "airflow_provider_canvas.brightspace.hooks.brightspace.BrightspaceHook",
                 "hook-name": "D2L Brightspace",
                 "conn-fields": CONN_FIELDS["brightspace"],
                 "ui-field-behaviour": {
@@ -127,7 +127,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "connection-type": "canvas_data",
-                "hook-class-name": "airflow_provider_canvas.hooks.canvas_data.CanvasDataHook",
+                "hook-class-name": "airflow_provider_canvas.canvas_data.hooks.canvas_data.CanvasDataHook",
                 "hook-name": "Canvas Data 2 (DAP)",
                 "conn-fields": CONN_FIELDS["canvas_data"],
                 "ui-field-behaviour": {
@@ -166,19 +166,19 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Canvas LMS",
                 "python-modules": [
-                    "airflow_provider_canvas.hooks.canvas",
-                    "airflow_provider_canvas.hooks.canvas_async",
+                    "airflow_provider_canvas.canvas.hooks.canvas",
+                    "airflow_provider_canvas.canvas.hooks.canvas_async",
                 ],
             },
             {
                 "integration-name": "D2L Brightspace",
-                "python-modules": ["airflow_provider_canvas.hooks.brightspace"],
+                "python-modules": ["airflow_provider_canvas.brightspace.hooks.brightspace"],
             },
             {
                 "integration-name": "Canvas Data 2",
                 "python-modules": [
-                    "airflow_provider_canvas.hooks.canvas_data",
-                    "airflow_provider_canvas.hooks.canvas_data_async",
+                    "airflow_provider_canvas.canvas_data.hooks.canvas_data",
+                    "airflow_provider_canvas.canvas_data.hooks.canvas_data_async",
                 ],
             },
         ],
@@ -186,47 +186,47 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Canvas LMS",
                 "python-modules": [
-                    "airflow_provider_canvas.operators.canvas",
-                    "airflow_provider_canvas.operators.canvas_sis",
-                    "airflow_provider_canvas.operators.canvas_reports",
+                    "airflow_provider_canvas.canvas.operators.accounts",
+                    "airflow_provider_canvas.canvas.operators.sis_import",
+                    "airflow_provider_canvas.canvas.operators.reports",
                 ],
             },
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": [
-                    "airflow_provider_canvas.operators.brightspace",
-                    "airflow_provider_canvas.operators.brightspace_ads",
+                    "airflow_provider_canvas.brightspace.operators.data_sets",
+                    "airflow_provider_canvas.brightspace.operators.ads",
                 ],
             },
             {
                 "integration-name": "Canvas Data 2",
                 "python-modules": [
-                    "airflow_provider_canvas.operators.canvas_data",
-                    "airflow_provider_canvas.operators.canvas_data_load",
+                    "airflow_provider_canvas.canvas_data.operators.pull",
+                    "airflow_provider_canvas.canvas_data.operators.load",
                 ],
             },
         ],
         "sensors": [
             {
                 "integration-name": "D2L Brightspace",
-                "python-modules": ["airflow_provider_canvas.sensors.brightspace"],
+                "python-modules": ["airflow_provider_canvas.brightspace.sensors.new_extract"],
             },
         ],
         "triggers": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.triggers.canvas"],
+                "python-modules": ["airflow_provider_canvas.canvas.triggers.progress"],
             },
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": [
-                    "airflow_provider_canvas.triggers.brightspace",
-                    "airflow_provider_canvas.triggers.bds_extracts",
+                    "airflow_provider_canvas.brightspace.triggers.ads",
+                    "airflow_provider_canvas.brightspace.triggers.new_extract",
                 ],
             },
             {
                 "integration-name": "Canvas Data 2",
-                "python-modules": ["airflow_provider_canvas.triggers.canvas_data"],
+                "python-modules": ["airflow_provider_canvas.canvas_data.triggers.jobs"],
             },
         ],
         "config": {

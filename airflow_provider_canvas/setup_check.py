@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
 
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.common import airflow_access as metadata
 
 SETUP_GUIDE = "README, 'Pointing the DAGs at a real Canvas or Brightspace'"
 

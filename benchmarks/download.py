@@ -323,7 +323,7 @@ def _child(argv: list[str]) -> None:
         emit({"seconds": timing["seconds"], "bytes": len(body), "rss_before_mib": before})
         return
 
-    from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+    from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 
     if args.skip_fsync:
         os.fsync = lambda fd: None  # diagnostic only: what the file's durability costs

@@ -166,7 +166,7 @@ def _child(argv: list[str]) -> None:
     parser.add_argument("variant", choices=["hook"])
     parser.add_argument("archive")
     args = parser.parse_args(argv)
-    from airflow_provider_canvas.hooks.canvas import CanvasHook
+    from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 
     hook = CanvasHook(CONN_ID)
     hook.tokens.access_token()  # the token lookup is not part of the transfer

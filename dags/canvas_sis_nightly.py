@@ -33,8 +33,8 @@ import pendulum
 from airflow.sdk import DAG, Variable, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_canvas.operators.canvas_reports import CanvasAccountReportOperator
-from airflow_provider_canvas.operators.canvas_sis import CanvasSisImportOperator
+from airflow_provider_canvas.canvas.operators.reports import CanvasAccountReportOperator
+from airflow_provider_canvas.canvas.operators.sis_import import CanvasSisImportOperator
 from airflow_provider_canvas.setup_check import skip_unless_configured
 
 WORK_DIR = os.environ.get("CANVAS_SIS_WORK_DIR", "/opt/airflow/data/canvas_sis")

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import LmsAuthError, LmsConfigurationError, TokenSaveError
-from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore

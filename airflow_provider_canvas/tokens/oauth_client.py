@@ -13,14 +13,14 @@ from typing import Any, Literal
 import requests
 from requests.auth import HTTPBasicAuth
 
-from airflow_provider_canvas.exceptions import LmsAuthError, LmsUnavailableError
-from airflow_provider_canvas.net import (
+from airflow_provider_canvas.common.net import (
     UNUSABLE_REQUEST,
     never_sent,
     redact_url,
     retry_after_seconds,
     unusable_request_error,
 )
+from airflow_provider_canvas.exceptions import LmsAuthError, LmsUnavailableError
 from airflow_provider_canvas.tokens.model import TokenSet
 
 #: Why a token request that failed in transit is not sent again, by grant type.

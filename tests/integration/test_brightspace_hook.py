@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from lms_fixtures import stored_extra
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.brightspace.hooks.brightspace_async import BrightspaceAsyncHook
+from airflow_provider_canvas.brightspace.hooks.models import ExportJobStatus
 from airflow_provider_canvas.exceptions import BdsDownloadError, ExportJobError, LmsApiError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
-from airflow_provider_canvas.hooks.brightspace_models import ExportJobStatus
 from airflow_provider_canvas.testing.primitives import utcnow
 
 COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]

@@ -14,21 +14,21 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
+from airflow_provider_canvas.brightspace.loading.pull_state import PulledExtract
+from airflow_provider_canvas.brightspace.operators.data_sets import (
+    BrightspaceAdvancedDataSetOperator,
+    BrightspaceDataSetsPullOperator,
+    BrightspaceDataSetsToPostgresOperator,
+    data_set_asset,
+)
+from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
 from airflow_provider_canvas.exceptions import (
     BdsDownloadError,
     DifferentialGapError,
     ExportJobError,
     LmsError,
 )
-from airflow_provider_canvas.loading.pull_state import PulledExtract
-from airflow_provider_canvas.operators.brightspace import (
-    BrightspaceAdvancedDataSetOperator,
-    BrightspaceDataSetsPullOperator,
-    BrightspaceDataSetsToPostgresOperator,
-    data_set_asset,
-)
 from airflow_provider_canvas.testing.primitives import utcnow
-from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
 
 @pytest.fixture
@@ -267,7 +267,7 @@ def test_ads_deferred_polled_by_the_trigger_then_downloaded(emulator, conns, tmp
     trigger = deferred.value.trigger
     assert deferred.value.method_name == "execute_complete"
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow_provider_canvas.triggers.brightspace.BrightspaceExportJobTrigger"
+    assert classpath == "airflow_provider_canvas.brightspace.triggers.ads.BrightspaceExportJobTrigger"
     assert set(kwargs) == {"conn_id", "job_id", "poll_interval", "timeout_at", "max_transient_errors"}
     rebuilt = BrightspaceExportJobTrigger(**kwargs)  # as the triggerer would
 

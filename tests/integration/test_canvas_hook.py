@@ -9,16 +9,16 @@ import tracemalloc
 import pytest
 from lms_fixtures import CLIENT_SECRET
 
-from airflow_provider_canvas.exceptions import (
-    LmsConfigurationError,
-    LmsNotFoundError,
-    LmsPermissionError,
-)
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_PUT_SSO_SETTINGS,
     CanvasHook,
+)
+from airflow_provider_canvas.exceptions import (
+    LmsConfigurationError,
+    LmsNotFoundError,
+    LmsPermissionError,
 )
 
 FAST = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05}

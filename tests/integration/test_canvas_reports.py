@@ -16,9 +16,9 @@ from airflow.models import Connection
 from airflow.sdk.exceptions import TaskDeferred
 from canvasapi import Canvas
 
+from airflow_provider_canvas.canvas.operators.reports import CanvasAccountReportOperator
+from airflow_provider_canvas.canvas.triggers.progress import CanvasProgressTrigger
 from airflow_provider_canvas.exceptions import AccountReportError
-from airflow_provider_canvas.operators.canvas_reports import CanvasAccountReportOperator
-from airflow_provider_canvas.triggers.canvas import CanvasProgressTrigger
 
 
 @pytest.fixture

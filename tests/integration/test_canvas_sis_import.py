@@ -15,10 +15,10 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow.utils.session import create_session
 
+from airflow_provider_canvas.canvas.operators import _sis_ledger as ledger
+from airflow_provider_canvas.canvas.operators.sis_import import CanvasSisImportOperator, canvas_sis_asset
+from airflow_provider_canvas.canvas.triggers.progress import CanvasProgressTrigger
 from airflow_provider_canvas.exceptions import LmsConfigurationError, SisImportError, SisPayloadRefused
-from airflow_provider_canvas.operators import _sis_ledger as ledger
-from airflow_provider_canvas.operators.canvas_sis import CanvasSisImportOperator, canvas_sis_asset
-from airflow_provider_canvas.triggers.canvas import CanvasProgressTrigger
 
 USERS = ["user_id", "login_id", "first_name", "last_name", "email", "status"]
 COURSES = ["course_id", "short_name", "long_name", "term_id", "status"]
@@ -82,7 +82,7 @@ def make_op(canvas, sources, **kwargs) -> CanvasSisImportOperator:
 def run_trigger(trigger: CanvasProgressTrigger) -> dict:
     """The trigger rebuilt from its serialised form, run as the triggerer would, up to its event."""
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow_provider_canvas.triggers.canvas.CanvasProgressTrigger"
+    assert classpath == "airflow_provider_canvas.canvas.triggers.progress.CanvasProgressTrigger"
     assert "token" not in repr(kwargs).lower()
 
     async def first() -> dict:
@@ -262,7 +262,7 @@ def test_a_lost_answer_to_the_upload_is_found_in_the_listing_not_sent_again(canv
 
 
 def test_a_retry_after_a_lost_answer_finds_the_import_in_the_listing(canvas, tmp_path, monkeypatch):
-    from airflow_provider_canvas.hooks.canvas import CanvasHook
+    from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 
     sources = extract(tmp_path)
     canvas.sis.lose_next_answer = True

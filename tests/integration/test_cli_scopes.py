@@ -23,22 +23,22 @@ from lms_fixtures import CLIENT_ID, CLIENT_SECRET
 # The fake browser and the authorize runner are shared with the authorize tests.
 from test_cli_authorize import browser, cli_connections, client_secret, run_authorize  # noqa: F401
 
-from airflow_provider_canvas.cli.main import main
-from airflow_provider_canvas.exceptions import LmsPermissionError
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_LIST_ACCOUNTS,
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
-from airflow_provider_canvas.hooks.canvas_sis import (
+from airflow_provider_canvas.canvas.hooks.sis import (
     SCOPE_CREATE_SIS_IMPORT,
     SCOPE_GET_REPORT,
     SCOPE_GET_SIS_IMPORT,
     SCOPE_LIST_SIS_IMPORTS,
     SCOPE_START_REPORT,
 )
+from airflow_provider_canvas.cli.main import main
+from airflow_provider_canvas.exceptions import LmsPermissionError
 
 DAGS = Path(__file__).parents[2] / "dags"
 #: The DAGs the proof below runs (canvas_sis_nightly's scopes are proven by its e2e test, whose

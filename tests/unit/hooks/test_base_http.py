@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import requests
 
-from airflow_provider_canvas.hooks.base import LmsHook
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import CanvasHook
-from airflow_provider_canvas.net import redact_url
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.common.net import redact_url
+from airflow_provider_canvas.tokens.hook import LmsHook
 
 
 def _response(status: int, body: str = "", headers: dict[str, str] | None = None) -> requests.Response:

@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 import pytest
 import requests
 
+from airflow_provider_canvas.common.download import StreamingDownload
 from airflow_provider_canvas.exceptions import BdsDownloadError
-from airflow_provider_canvas.hooks.download import StreamingDownload
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> requests.Response:

@@ -10,9 +10,9 @@ import pytest
 import requests
 from airflow.models import Connection
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.exceptions import LmsAuthError, LmsUnavailableError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import CanvasHook
 
 TOKENS = {"access_token": "at-1", "token_type": "Bearer", "refresh_token": "rt-1", "expires_in": 3600}
 

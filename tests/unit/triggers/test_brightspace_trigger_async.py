@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 import pendulum
 import pytest
 
-from airflow_provider_canvas.hooks import async_base
-from airflow_provider_canvas.tokens.metadata import ConnectionFields
-from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
+from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
+from airflow_provider_canvas.common import async_hook
+from airflow_provider_canvas.common.airflow_access import ConnectionFields
 
 
 class _Server:
@@ -68,7 +68,7 @@ def connection(monkeypatch) -> Callable[[str], None]:
             }
             return ConnectionFields(conn_id, "brightspace", url, "client", "secret", extra)
 
-        monkeypatch.setattr(async_base.metadata, "aget_connection", aget_connection)
+        monkeypatch.setattr(async_hook.metadata, "aget_connection", aget_connection)
 
     return point_at
 
