@@ -91,8 +91,14 @@ with DAG(
             with db.cursor() as cursor:
                 for name, query in QUERIES.items():
                     part = folder / f".{name}.part"
-                    with open(part, "w", newline="") as out:
-                        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", out)
+                    copy = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+                    with open(part, "wb") as out:
+                        if hasattr(cursor, "copy_expert"):  # psycopg2
+                            cursor.copy_expert(copy, out)
+                        else:  # psycopg 3, which the postgres provider prefers when installed
+                            with cursor.copy(copy) as rows:
+                                for block in rows:
+                                    out.write(bytes(block))
                     os.replace(part, folder / name)
                     paths.append(str(folder / name))
         finally:

@@ -162,3 +162,64 @@ def test_a_report_waited_for_in_the_task_lands_in_object_storage(canvas, tmp_pat
     result = report_op(canvas, root, deferrable=False, parameters={"users": True}).execute({})
     target = ObjectStoragePath(result["path"])
     assert target.read_text().startswith("canvas_user_id,user_id,")
+
+
+def test_a_report_is_loaded_into_postgresql_typed_in_one_transaction(
+    canvas, tmp_path, make_connection, schema
+):
+    import psycopg
+    from lms_fixtures import dsn, postgres_connection_fields
+
+    sis = canvas.client.get_account(1).create_sis_import(str(sis_zip(tmp_path / "sis.zip", 5)))
+    until(
+        lambda: canvas.client.get_account(1).get_sis_import(sis.id), lambda s: s.workflow_state == "imported"
+    )
+    fields = postgres_connection_fields()
+    make_connection("reports_pg", fields.pop("conn_type"), fields.pop("host"), {}, **fields)
+
+    result = run(
+        report_op(
+            canvas,
+            tmp_path / "reports",
+            parameters={"users": True, "enrollments": True},
+            postgres_conn_id="reports_pg",
+            postgres_schema=schema,
+        )
+    )
+
+    assert result["tables"] == {f"{schema}.provisioning_users": 5, f"{schema}.provisioning_enrollments": 5}
+    with psycopg.connect(dsn()) as db:
+        types = dict(
+            db.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'provisioning_users'",
+                (schema,),
+            ).fetchall()
+        )
+        assert types["canvas_user_id"] == "bigint" and types["created_by_sis"] == "boolean"
+        assert types["login_id"] == "text"
+        logins = [r[0] for r in db.execute(f'SELECT login_id FROM "{schema}".provisioning_users ORDER BY 1')]
+        assert logins == [f"login{i}" for i in range(5)]
+
+
+def test_a_report_value_that_does_not_fit_leaves_the_loaded_tables_as_they_were(tmp_path, schema):
+    import psycopg
+    from lms_fixtures import dsn
+
+    from airflow_provider_canvas.canvas.loading.report_load import load_report
+
+    good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
+    for path, second_id in ((good, "2"), (bad, "not-a-number")):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(
+                "users_1.csv", f"canvas_user_id,user_id,status\n1,u1,active\n{second_id},u2,active\n"
+            )
+            archive.writestr("courses_1.csv", "canvas_course_id,course_id,status\n7,C1,active\n")
+    with psycopg.connect(dsn()) as db:
+        load_report(db, good, schema, "provisioning")
+    with psycopg.connect(dsn()) as db, pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        load_report(db, bad, schema, "provisioning")
+    with psycopg.connect(dsn()) as db:
+        users = db.execute(f'SELECT canvas_user_id FROM "{schema}".provisioning_users ORDER BY 1').fetchall()
+        courses = db.execute(f'SELECT count(*) FROM "{schema}".provisioning_courses').fetchone()[0]
+    assert users == [(1,), (2,)] and courses == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,13 @@ class CanvasAccountReportOperator(_CanvasOperator):
     ``destination`` never holds a partial file. ``destination`` is a folder: local, or an object
     store (``s3://...``, an ``ObjectStoragePath``), where the finished file is streamed up.
 
-    Returns (XCom) ``report_id``, ``report``, ``status``, ``path``, ``file_name``, ``size``.
+    With ``postgres_conn_id`` each CSV of the file is also loaded into
+    ``<postgres_schema>.<table_prefix>_<kind>`` (``provisioning_users``, ...), typed where Canvas
+    documents the column, text otherwise, all tables replaced in one transaction
+    (:mod:`~airflow_provider_canvas.canvas.loading.report_load`).
+
+    Returns (XCom) ``report_id``, ``report``, ``status``, ``path``, ``file_name``, ``size``, ``tables``
+    (``{table: rows}`` when loaded).
 
     :param account_id: a Canvas id or ``sis_account_id:...`` (templated).
     :param report: the report's name (templated).
@@ -61,6 +66,9 @@ class CanvasAccountReportOperator(_CanvasOperator):
         destination: OutputPath,
         parameters: Mapping[str, Any] | None = None,
         destination_conn_id: str | None = None,
+        postgres_conn_id: str | None = None,
+        postgres_schema: str = "canvas_reports",
+        table_prefix: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         report_timeout: timedelta = timedelta(hours=3),
@@ -72,6 +80,9 @@ class CanvasAccountReportOperator(_CanvasOperator):
         self.parameters = dict(parameters or {})
         self.destination = destination
         self.destination_conn_id = destination_conn_id
+        self.postgres_conn_id = postgres_conn_id
+        self.postgres_schema = postgres_schema
+        self.table_prefix = table_prefix
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.report_timeout = report_timeout
@@ -135,8 +146,12 @@ class CanvasAccountReportOperator(_CanvasOperator):
         name = Path(
             str(attachment.get("display_name") or attachment.get("filename") or f"report_{body['id']}")
         ).name
-        with self._canvas_calls(account_id):
-            path, size = self._download(attachment, name)
+        with self._canvas_calls(account_id), tempfile.TemporaryDirectory(prefix="canvas-report-") as temp:
+            folder = local_path(self.destination)
+            local = (folder or Path(temp)) / name
+            size = self.hook.download_attachment(attachment, local).size
+            tables = self._load(local) if self.postgres_conn_id else None
+            path = str(local) if folder is not None else self._upload(local, name)
         self.log.info("%s: %s (%d bytes)", where, path, size)
         return {
             "report_id": body["id"],
@@ -145,14 +160,27 @@ class CanvasAccountReportOperator(_CanvasOperator):
             "path": path,
             "file_name": name,
             "size": size,
+            "tables": tables,
         }
 
-    def _download(self, attachment: Mapping[str, Any], name: str) -> tuple[str, int]:
-        folder = local_path(self.destination)
-        if folder is not None:
-            return str(folder / name), self.hook.download_attachment(attachment, folder / name).size
+    def _load(self, local: Path) -> dict[str, int]:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from airflow_provider_canvas.canvas.loading.report_load import load_report
+        from airflow_provider_canvas.common.airflow_access import get_connection
+
+        prefix = self.table_prefix if self.table_prefix is not None else self.report.removesuffix("_csv")
+        connection = get_connection(self.postgres_conn_id)  # the Task SDK's, or the ORM outside a task
+        db = PostgresHook(postgres_conn_id=self.postgres_conn_id, connection=connection).get_conn()
+        try:
+            loaded = load_report(db, local, self.postgres_schema, prefix)
+        finally:
+            db.close()
+        for table in loaded:
+            self.log.info("Loaded %d rows of %s into %s", table.rows, table.source, table.table)
+        return {table.table: table.rows for table in loaded}
+
+    def _upload(self, local: Path, name: str) -> str:
         target = resolve_path(self.destination, self.destination_conn_id) / name
-        with tempfile.TemporaryDirectory(prefix="canvas-report-") as temp:
-            downloaded = self.hook.download_attachment(attachment, os.path.join(temp, name))
-            copy_to_object_store(downloaded.path, target)  # type: ignore[arg-type]
-        return str(target), downloaded.size
+        copy_to_object_store(local, target)  # type: ignore[arg-type]
+        return str(target)
