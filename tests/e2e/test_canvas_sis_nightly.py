@@ -31,7 +31,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalAirfl
     dags = tmp_path_factory.mktemp("dags")
     shutil.copy(DAG_FILE, dags)
     work = tmp_path_factory.mktemp("sis")
-    env = {"CANVAS_SIS_WORK_DIR": str(work), "CANVAS_SIS_POLL_SECONDS": "1"}
+    # 5 s: the triggers' first wait must outlast the deferring worker's exit (Airflow 3.3 fails a task
+    # whose trigger fires before the executor saw that), which takes seconds on a loaded machine.
+    env = {"CANVAS_SIS_WORK_DIR": str(work), "CANVAS_SIS_POLL_SECONDS": "5"}
     server = configured_server()
     with fresh_postgres_database(server) as database_url, fresh_postgres_database(server) as source_url:
         airflow = LocalAirflow(
@@ -124,8 +126,8 @@ def test_two_nights_of_sis_imports_wait_in_the_triggerer_and_match_the_report(se
     with LmsEmulator() as emu:
         emu.canvas.add_account(1, "University")
         emu.canvas.register_client(CLIENT_ID, CLIENT_SECRET, scopes=scopes)  # Enforce Scopes: exactly these
-        emu.canvas.sis_imports.step_seconds = 1.5  # several polls: the wait is seen in the triggerer
-        emu.canvas.reports.step_seconds = 1.0
+        emu.canvas.sis_imports.step_seconds = 3.0  # several polls: the wait is seen in the triggerer
+        emu.canvas.reports.step_seconds = 3.0
         issued = emu.canvas.issue_tokens(CLIENT_ID, scopes=scopes)
         airflow.add_connection(
             "canvas_default",
