@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_canvas import __version__
+
 _STRING = {"type": ["string", "null"]}
 
 
@@ -95,7 +97,7 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Canvas LMS and D2L Brightspace",
         "description": "Canvas (Instructure) and Brightspace (D2L) hooks and operators with "
         "OAuth tokens that refresh themselves and are never lost.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "connection-types": [
             {
                 "connection-type": "canvas",

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipExceptio
 
 from airflow_provider_canvas.common import airflow_access as metadata
 
-SETUP_GUIDE = "README, 'Pointing the DAGs at a real Canvas or Brightspace'"
+SETUP_GUIDE = "guide in docs/installation.md, 'Pointing the DAGs at a real Canvas or Brightspace'"
 
 
 def missing_connections(conn_ids: Mapping[str, str]) -> list[str]:

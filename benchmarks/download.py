@@ -53,7 +53,7 @@ FULL_SIZES = (100_000_000, 1_000_000_000)
 QUICK_SIZES = (5_000_000,)
 CONN_ID = "bench_brightspace"
 NO_FSYNC = "hook, fsync skipped (diagnostic)"
-NO_CHECK = "hook, no ZIP check (before 0.2)"
+NO_CHECK = "hook, no ZIP check (as in 0.1.0)"
 VARIANTS = ("hook", NO_CHECK, "curl", "curl + fsync", "buffered", NO_FSYNC)
 
 

@@ -1,4 +1,4 @@
-"""What the triggerer's async hooks share: one async connection read, one httpx client, OAuth GETs."""
+"""What the triggerer's async hooks share: the connection read and parsed, one httpx client, OAuth GETs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
 
-from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common import airflow_access
+from airflow_provider_canvas.common.connection import ConnectedHook, parse_connection
 from airflow_provider_canvas.common.net import absolute_url, is_throttled, redact_url
-from airflow_provider_canvas.common.transport import api_error
 from airflow_provider_canvas.exceptions import LmsThrottledError, LmsUnavailableError
 from airflow_provider_canvas.tokens.model import TokenSet
 
@@ -20,9 +20,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from airflow_provider_canvas.hooks.base import LmsHook
-
-SyncHook = TypeVar("SyncHook")
+Settings = TypeVar("Settings")
 
 
 @functools.cache
@@ -33,19 +31,20 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class AsyncConnectedHook(Generic[SyncHook]):
-    """The connection of ``conn_id`` (read with Airflow's async connection API) checked by a sync
-    hook built without I/O (:meth:`_rules`), and the httpx client of :attr:`client`, closed by
-    :meth:`aclose` or ``async with``."""
+class AsyncConnectedHook(Generic[Settings]):
+    """The connection of ``conn_id`` (read with Airflow's async connection API), parsed by the settings
+    of the sync hook (:attr:`sync_hook`) without I/O, and the httpx client of :attr:`client`, closed
+    by :meth:`aclose` or ``async with``."""
 
-    #: The sync hook whose checks, URLs and messages the async hook uses.
-    sync_hook: ClassVar[Any]
+    #: The sync hook whose connection type, checks and settings the async hook shares.
+    sync_hook: ClassVar[type[ConnectedHook]]
 
     def __init__(self, conn_id: str, *, timeout: tuple[float, float] = (10.0, 60.0)) -> None:
         self.conn_id = conn_id
+        self.conn_label = f"connection {conn_id!r}"
         self._timeout = httpx.Timeout(timeout[1], connect=timeout[0])
         self._client: httpx.AsyncClient | None = None
-        self._hook: SyncHook | None = None  # the connection's rules, built without I/O
+        self._settings: Settings | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(conn_id={self.conn_id!r})"
@@ -71,22 +70,19 @@ class AsyncConnectedHook(Generic[SyncHook]):
             )
         return self._client
 
-    async def _rules(self) -> SyncHook:
-        """A sync hook on the connection read asynchronously: its checks and URLs, no I/O of its own."""
-        if self._hook is None:
-            fields = await metadata.aget_connection(self.conn_id)
-            self._hook = self.sync_hook.for_connection(fields, mask=False)
+    async def settings(self) -> Settings:
+        """The connection read asynchronously, checked and parsed as the sync hook does it."""
+        if self._settings is None:
+            fields = await airflow_access.aget_connection(self.conn_id)
+            self._settings = parse_connection(self.sync_hook, fields, self.conn_label)
             self._connection_read(fields)
-        return self._hook  # type: ignore[return-value]
+        return self._settings
 
     def _connection_read(self, fields: Any) -> None:
-        """What a subclass takes from the connection beside the checks (e.g. its stored tokens)."""
+        """What a subclass takes from the connection beside its settings (e.g. its stored tokens)."""
 
 
-LmsHookT = TypeVar("LmsHookT", bound="LmsHook")
-
-
-class LmsAsyncHook(AsyncConnectedHook[LmsHookT]):
+class LmsAsyncHook(AsyncConnectedHook[Settings]):
     """An async hook on an OAuth connection (Canvas, Brightspace): authorised GETs for the triggerer.
 
     Polls are plain async GETs with the stored access token. Only when that token is due or refused
@@ -101,7 +97,7 @@ class LmsAsyncHook(AsyncConnectedHook[LmsHookT]):
 
     def __init__(self, conn_id: str, *, timeout: tuple[float, float] = (10.0, 60.0)) -> None:
         super().__init__(conn_id, timeout=timeout)
-        self._refresher: LmsHookT | None = None  # a full sync hook, used in a thread only
+        self._refresher: Any = None  # a full sync hook, used in a thread only
         self._tokens: TokenSet | None = None
         self._rejected: set[str] = set()
 
@@ -111,10 +107,12 @@ class LmsAsyncHook(AsyncConnectedHook[LmsHookT]):
             self._refresher.close()
             self._refresher = None
 
-    async def get_json(self, path_or_url: str, scope: str | None) -> Any:
+    async def get_json(
+        self, path_or_url: str, scope: str | None, params: dict[str, Any] | None = None
+    ) -> Any:
         """An authorised GET on the instance: 401 with ``WWW-Authenticate`` refreshes once; no retries."""
-        hook = await self._rules()
-        url = absolute_url(hook.base_url, path_or_url)
+        settings = await self.settings()
+        url = absolute_url(settings.base_url, path_or_url)
         where = f"GET {redact_url(url)}"
         client = self.client
         refreshed = False
@@ -122,13 +120,15 @@ class LmsAsyncHook(AsyncConnectedHook[LmsHookT]):
             access_token = await self._access_token()
             try:
                 response = await client.get(
-                    url, headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"}
+                    url,
+                    params=params,
+                    headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"},
                 )
             except httpx.TransportError as err:
                 raise LmsUnavailableError(
                     f"{where} failed: {type(err).__name__}", status=0, url=redact_url(url)
                 ) from None
-            if response.status_code == 401 and "WWW-Authenticate" in response.headers and not refreshed:
+            if self.sync_hook.api_rules.token_refused(response) and not refreshed:
                 self._rejected.add(access_token)
                 self._tokens = None
                 refreshed = True
@@ -139,18 +139,17 @@ class LmsAsyncHook(AsyncConnectedHook[LmsHookT]):
                     f"{where} throttled (HTTP {status})", status=status, url=redact_url(url)
                 )
             if response.status_code >= 400:
-                raise api_error(response, "GET", url, scope, hook._permission_message)
+                raise self.sync_hook.api_rules.error(response, "GET", url, scope, self.conn_label)
             return response.json()
 
     def _connection_read(self, fields: Any) -> None:
         self._tokens = TokenSet.from_extra(fields.extra_dejson, self.platform)
 
     async def _access_token(self) -> str:
-        hook = await self._rules()
-        buffer = int(hook.extra("expiry_buffer_seconds", 300))
+        buffer = (await self.settings()).expiry_buffer_seconds
         if self._tokens is None or not self._tokens.is_usable(buffer, rejected=self._rejected):
             # Another worker may have refreshed meanwhile: read the stored tokens first.
-            fields = await metadata.aget_connection(self.conn_id)
+            fields = await airflow_access.aget_connection(self.conn_id)
             self._tokens = TokenSet.from_extra(fields.extra_dejson, self.platform)
         if not self._tokens.is_usable(buffer, rejected=self._rejected):
             self._tokens = await asyncio.to_thread(self._refresh, frozenset(self._rejected))

@@ -16,8 +16,9 @@ import requests
 
 from airflow_provider_canvas.common.files import fsync_dir, start_writeback
 from airflow_provider_canvas.common.net import absolute_url, redact_url, same_host
+from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.common.zip_check import CheckedZip, ZipStreamCheck
-from airflow_provider_canvas.exceptions import BdsDownloadError, ExtractFormatError
+from airflow_provider_canvas.exceptions import DownloadError, ExtractFormatError
 
 DOWNLOAD_CHUNK_BYTES = 2**20
 #: Written data is handed to the disk every this many bytes, so the final fsync does not wait for all of it.
@@ -50,7 +51,7 @@ class StreamingDownload:
     host goes there without the bearer token (requests drops ``Authorization`` on a cross-host
     redirect); a broken transfer is resumed with a Range request to that storage URL, again
     without the token, and falls back to a fresh request (a new signed URL) when the storage
-    refuses. After ``attempts`` tries, or on a size mismatch, :class:`BdsDownloadError` is raised
+    refuses. After ``attempts`` tries, or on a size mismatch, :class:`DownloadError` is raised
     and the partial file removed. With ``check_zip`` the body must also be a ZIP of one member whose
     CRC checks out (:class:`~airflow_provider_canvas.common.zip_check.ZipStreamCheck`, inflated as it
     arrives), else :class:`ExtractFormatError` and nothing is kept.
@@ -59,7 +60,7 @@ class StreamingDownload:
     :param authorised_get: the hook's authorised, retried GET (streaming).
     :param session: for plain requests to storage hosts (no token).
     :param timeout: (connect, read) seconds of those plain requests.
-    :param backoff: seconds to wait before the n-th retry.
+    :param retry: how long to wait before resuming (its backoff).
     :param log: where progress and retries are reported.
     """
 
@@ -70,14 +71,14 @@ class StreamingDownload:
         authorised_get: AuthorisedGet,
         session: requests.Session,
         timeout: tuple[float, float],
-        backoff: Callable[[int], float],
+        retry: RetryPolicy,
         log: logging.Logger,
     ) -> None:
         self.base_url = base_url
         self._authorised_get = authorised_get
         self._session = session
         self._timeout = timeout
-        self._backoff = backoff
+        self._retry = retry
         self.log = log
 
     def fetch(
@@ -91,8 +92,13 @@ class StreamingDownload:
         attempts: int = 5,
         progress_every_bytes: int = 64 * _MiB,
         check_zip: bool = False,
+        check_member: Callable[[str, str], None] | None = None,
     ) -> DownloadedFile:
-        """Download ``url`` to ``destination``; ``size_name`` says where ``expected_size`` came from."""
+        """Download ``url`` to ``destination``; ``size_name`` says where ``expected_size`` came from.
+
+        ``check_member(member, label)`` (with ``check_zip``) judges the ZIP member's name and raises to
+        refuse the file: nothing is then kept.
+        """
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         part = destination.with_name(f".{destination.name}.part")
@@ -140,11 +146,11 @@ class StreamingDownload:
                         break
                     except (requests.RequestException, _BrokenTransfer) as err:
                         if attempt >= attempts:
-                            raise BdsDownloadError(
+                            raise DownloadError(
                                 f"{where}: download failed after {attempt} attempts at byte {written} "
                                 f"({_describe(err)}); nothing was kept"
                             ) from None
-                        delay = self._backoff(attempt)
+                        delay = self._retry.backoff(attempt)
                         self.log.warning(
                             "%s: transfer broke at byte %d (%s); resuming in %.1fs (attempt %d of %d)",
                             where,
@@ -158,11 +164,13 @@ class StreamingDownload:
                 out.flush()
                 os.fsync(out.fileno())
             if expected_size is not None and written != expected_size:
-                raise BdsDownloadError(
+                raise DownloadError(
                     f"{where}: received {written} bytes but {size_name} is {expected_size}; nothing was kept"
                 )
             if check is not None:
                 checked = self._verify(check, part, destination)
+                if check_member is not None:
+                    self._check_member(check_member, checked.member, where, destination)
             os.replace(part, destination)
             fsync_dir(destination.parent)
         except BaseException:
@@ -197,6 +205,17 @@ class StreamingDownload:
         )
         return checked
 
+    @staticmethod
+    def _check_member(
+        check_member: Callable[[str, str], None], member: str, where: str, destination: Path
+    ) -> None:
+        try:
+            check_member(member, where)
+        except ExtractFormatError as err:
+            raise ExtractFormatError(
+                f"{err}. Nothing was kept under {destination.name} and nothing recorded."
+            ) from None
+
     def _open(
         self, url: str, offset: int, storage_url: str | None, scope: str | None
     ) -> tuple[requests.Response, str | None]:
@@ -219,7 +238,7 @@ class StreamingDownload:
             response = self._session.get(absolute, headers=headers, stream=True, timeout=self._timeout)
             if response.status_code >= 400:
                 response.close()
-                raise BdsDownloadError(f"{redact_url(absolute)}: HTTP {response.status_code}")
+                raise DownloadError(f"{redact_url(absolute)}: HTTP {response.status_code}")
             return response, absolute
         response = self._authorised_get(absolute, headers, scope)
         final = response.url
@@ -245,7 +264,7 @@ def _announced_total(
         if not content_range.startswith(f"bytes {offset}-"):
             raise _BrokenTransfer(f"resume asked for byte {offset}, got {content_range!r}")
     if expected_size is not None and total is not None and total != expected_size:
-        raise BdsDownloadError(
+        raise DownloadError(
             f"{where}: the server sends {total} bytes but {size_name} is {expected_size}; nothing was kept"
         )
     return total if total is not None else expected_size

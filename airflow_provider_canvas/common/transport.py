@@ -1,50 +1,42 @@
 """The authorised HTTP session of a hook: timeouts, retries, throttling, pacing and error mapping.
 
-:class:`LmsTransport` is the part of :class:`~airflow_provider_canvas.tokens.hook.LmsHook` that
-sends requests; a platform hook overrides the three rules that differ (what throttling looks like,
-how to pace, what a refusal means).
+A hook composes one :class:`Transport` with its token keeper, the shared retry policy and its API's
+:class:`ApiRules` (what a refusal means, how to pace).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from functools import cached_property, partial
+from typing import Any, Protocol
 
 import requests
 
 from airflow_provider_canvas.common.net import (
     SAFE_TO_REPEAT,
-    UNUSABLE_REQUEST,
     absolute_url,
-    backoff_seconds,
     error_message,
-    is_throttled,
-    never_sent,
     redact_url,
+    retry_after_seconds,
     same_host,
-    throttle_wait_seconds,
-    unusable_request_error,
 )
+from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import (
     LmsApiError,
+    LmsError,
     LmsNotFoundError,
     LmsPermissionError,
     LmsThrottledError,
     LmsUnavailableError,
 )
 
-if TYPE_CHECKING:
-    import logging
-
-    from airflow_provider_canvas.tokens.lifecycle import TokenLifecycle
-
 
 class BearerAuth(requests.auth.AuthBase):
     """The lifecycle's access token on requests to one host only (a redirect elsewhere gets none)."""
 
-    def __init__(self, tokens: TokenLifecycle, base_url: str) -> None:
+    def __init__(self, tokens: AccessTokens, base_url: str) -> None:
         self._tokens = tokens
         self._base_url = base_url
 
@@ -54,28 +46,75 @@ class BearerAuth(requests.auth.AuthBase):
         return request
 
 
-class LmsTransport:
-    """Sends authorised requests for a hook.
+class AccessTokens(Protocol):
+    """What the transport needs of a token keeper: today's access token, and news of a refused one."""
 
-    Every request gets a connect/read timeout and a bearer token from the hook's
-    :class:`~airflow_provider_canvas.tokens.lifecycle.TokenLifecycle`. Connection errors and 5xx
-    answers to reads are retried with exponential backoff and jitter; throttled requests (429, or
-    403 "Rate Limit Exceeded") wait (``Retry-After`` or ``X-Rate-Limit-Reset``, at most
-    ``max_backoff_seconds``; else backoff) and are sent again; requests are paced when
-    ``X-Rate-Limit-Remaining`` runs low. A 401 with ``WWW-Authenticate`` means the token is dead:
-    it is refreshed once and the request repeated. Any other 401/403 is final.
+    def access_token(self) -> str: ...
 
-    The hook provides ``base_url``, ``tokens``, ``log`` and the retry settings below.
+    def reject(self, access_token: str) -> None: ...
+
+
+class ApiRules:
+    """How one API answers: what a refusal means, when to slow down, when a 401 means a dead token.
+
+    The defaults fit Canvas and Brightspace; a platform overrides what differs.
     """
 
-    base_url: str
-    conn_label: str
-    tokens: TokenLifecycle
-    log: logging.Logger
-    timeout: tuple[float, float]
-    max_retries: int
-    backoff_seconds: float
-    max_backoff_seconds: float
+    def permission_message(self, where: str, said: str, scope: str | None, conn_label: str) -> str:
+        """What a 401/403 that is no dead token means, for a person: which scope or permission."""
+        return f"{where} was refused: {said}" + (f" (the call needs scope {scope})" if scope else "")
+
+    def pacing_delay(self, response: requests.Response) -> float:
+        """Seconds to wait before the next request, from the rate-limit headers."""
+        return 0.0
+
+    def describe_user(self, body: Any) -> str:
+        """Who a token belongs to, from the API's whoami answer."""
+        return "user unknown"
+
+    def token_refused(self, response: requests.Response) -> bool:
+        """A 401 that means the access token is dead (refresh it and send once more)."""
+        return response.status_code == 401 and "WWW-Authenticate" in response.headers
+
+    def error(self, response: Any, method: str, url: str, scope: str | None, conn_label: str) -> LmsError:
+        """The error for an answer of 400 or more (``requests`` or ``httpx``)."""
+        return api_error(
+            response,
+            method,
+            url,
+            scope,
+            lambda where, said, scope: self.permission_message(where, said, scope, conn_label),
+        )
+
+
+class Transport:
+    """Sends authorised requests to one API.
+
+    Every request gets a connect/read timeout and a bearer token from ``tokens``; the
+    :class:`~airflow_provider_canvas.common.retry.RetryPolicy` decides what is sent again (connection
+    errors, 5xx answers to reads, throttled requests); requests are paced when the API's rate-limit
+    headers run low. A dead token (``rules.token_refused``) is rejected, and the request sent once
+    more with a new one. Any other 4xx is final, mapped by ``rules.error``.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        tokens: AccessTokens,
+        retry: RetryPolicy,
+        timeout: tuple[float, float],
+        conn_label: str,
+        rules: ApiRules | None = None,
+        log: logging.Logger,
+    ) -> None:
+        self.base_url = base_url
+        self.tokens = tokens
+        self.retry = retry
+        self.timeout = timeout
+        self.conn_label = conn_label
+        self.rules = rules or ApiRules()
+        self.log = log
 
     @cached_property
     def session(self) -> requests.Session:
@@ -105,101 +144,58 @@ class LmsTransport:
         """
         method = method.upper()
         url = absolute_url(self.base_url, path_or_url)
-        where = f"{method} {redact_url(url)}"
         refreshed = False
-        attempt = 0
         # A file body (a SIS upload) is read by each send: every repeat starts where the first did.
         start = data.tell() if hasattr(data, "seek") and hasattr(data, "tell") else None
-        while True:
-            attempt += 1
-            access_token = self.tokens.access_token()
+
+        def send(**options: Any) -> requests.Response:
             if start is not None:
                 data.seek(start)
-            try:
-                response = self.session.request(
-                    method,
-                    url,
+            return self.session.request(method, url, **options)
+
+        while True:
+            access_token = self.tokens.access_token()
+            response = self.retry.send(
+                partial(
+                    send,
                     params=params,
                     data=data,
                     json=json,
                     stream=stream,
                     headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
                     timeout=self.timeout,
-                )
-            except UNUSABLE_REQUEST as err:
-                raise unusable_request_error(err, where, self.conn_label) from None
-            except requests.RequestException as err:
-                if attempt > self.max_retries or not (method in SAFE_TO_REPEAT or never_sent(err)):
-                    raise LmsUnavailableError(
-                        f"{where} failed: {type(err).__name__}", status=0, url=redact_url(url)
-                    ) from None
-                self._wait(self._backoff(attempt), f"{where}: {type(err).__name__}")
-                continue
-
-            if response.status_code == 401 and "WWW-Authenticate" in response.headers and not refreshed:
+                ),
+                method=method,
+                url=url,
+                repeatable=method in SAFE_TO_REPEAT,
+                conn_label=self.conn_label,
+            )
+            if self.rules.token_refused(response) and not refreshed:
                 response.close()
                 self.tokens.reject(access_token)
                 refreshed = True
                 continue
-            if self._is_throttled(response):
+            if self.retry.throttled(response):
                 response.close()
-                if attempt > self.max_retries:
-                    raise LmsThrottledError(
-                        f"{where} still throttled after {self.max_retries} retries",
-                        status=response.status_code,
-                        url=redact_url(url),
-                    )
-                delay = self._retry_after(response) or self._backoff(attempt)
-                self._wait(delay, f"{where} throttled (HTTP {response.status_code})")
-                continue
-            if response.status_code >= 500 and method in SAFE_TO_REPEAT and attempt <= self.max_retries:
-                response.close()
-                self._wait(self._backoff(attempt), f"{where}: HTTP {response.status_code}")
-                continue
+                raise LmsThrottledError(
+                    f"{method} {redact_url(url)} still throttled after {self.retry.max_retries} retries",
+                    status=response.status_code,
+                    url=redact_url(url),
+                    retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                )
             if response.status_code >= 400:
-                raise self._error(response, method, url, scope)
+                raise self.rules.error(response, method, url, scope, self.conn_label)
             self._pace(response)
             return response
 
     def get_json(self, path_or_url: str, *, scope: str | None = None, **kwargs: Any) -> Any:
         return self.request("GET", path_or_url, scope=scope, **kwargs).json()
 
-    # The platform's rules ---------------------------------------------------------------------
-
-    def _is_throttled(self, response: requests.Response) -> bool:
-        return is_throttled(response)
-
-    def _pacing_delay(self, response: requests.Response) -> float:
-        """Seconds to wait before the next request, from the rate-limit headers."""
-        return 0.0
-
-    def _permission_message(self, where: str, said: str, scope: str | None) -> str:
-        return f"{where} was refused: {said}" + (f" (the call needs scope {scope})" if scope else "")
-
-    # Retries and errors -----------------------------------------------------------------------
-
-    def _retry_after(self, response: requests.Response) -> float | None:
-        return throttle_wait_seconds(response.headers, self.max_backoff_seconds)
-
-    def _backoff(self, attempt: int) -> float:
-        return backoff_seconds(attempt, self.backoff_seconds, self.max_backoff_seconds)
-
-    def _wait(self, seconds: float, why: str) -> None:
-        self.log.warning("%s; retrying in %.1fs", why, seconds)
-        time.sleep(seconds)
-
     def _pace(self, response: requests.Response) -> None:
-        delay = self._pacing_delay(response)
+        delay = self.rules.pacing_delay(response)
         if delay > 0:
             self.log.info("Rate limit running low; pausing %.1fs", delay)
             time.sleep(delay)
-
-    def _error(self, response: requests.Response, method: str, url: str, scope: str | None) -> LmsApiError:
-        return api_error(response, method, url, scope, self._permission_message)
-
-    @staticmethod
-    def _error_message(response: requests.Response) -> str:
-        return error_message(response)
 
 
 def api_error(

@@ -8,18 +8,15 @@ new tokens where nobody reads them. So these checks use the stored access token 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import pendulum
 import requests
 
-from airflow_provider_canvas.common.net import absolute_url, redact_url
-from airflow_provider_canvas.exceptions import LmsError
+from airflow_provider_canvas.common.net import absolute_url, error_message, is_throttled, redact_url
+from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.tokens.model import TokenSet
-
-if TYPE_CHECKING:
-    from airflow_provider_canvas.tokens.hook import LmsHook
 
 
 @dataclass(frozen=True)
@@ -31,37 +28,32 @@ class AccessTokenCheck:
     expires_at: pendulum.DateTime | None = None
 
 
+def test_result(check: AccessTokenCheck) -> tuple[bool, str]:
+    """What the Test button shows for ``check``: on failure, also why it never refreshes."""
+    if check.works:
+        return True, check.detail
+    return False, (
+        f"{sentence(check.detail)}. This test never refreshes tokens (it runs on a copy of the "
+        "connection, where a new refresh token would be lost); a task refreshes and saves them, "
+        "e.g. the lms_token_keepalive DAG. `canvas-oauth check` reports more."
+    )
+
+
+@dataclass
 class AccessTokenChecks:
-    """The checks of :class:`~airflow_provider_canvas.tokens.hook.LmsHook`; a platform names its whoami."""
+    """Requests with a given access token, as it is: for checks (Test button, CLI), never for work."""
 
-    @property
-    def whoami_path(self) -> str:
-        """A cheap GET that any valid token may call."""
-        raise NotImplementedError
+    session: requests.Session = field(repr=False)
+    base_url: str
+    timeout: tuple[float, float]
+    rules: ApiRules
+    #: Who answers, for messages: "Canvas LMS", "D2L Brightspace".
+    server_name: str
+    conn_label: str
+    #: A cheap GET that any valid token may call.
+    whoami_path: str
 
-    def _describe_user(self, body: Any) -> str:
-        """Who the token belongs to, from the whoami answer."""
-        return "user unknown"
-
-    def test_connection(self: LmsHook) -> tuple[bool, str]:
-        """The connection form's Test button: does the API accept the stored access token?"""
-        self.conn_label = "this connection"
-        try:
-            tokens = TokenSet.from_extra(self.connection.extra_dejson, self.platform)
-            check = self.check_access_token(tokens)
-        except (LmsError, ValueError) as err:
-            return False, _sentence(str(err))
-        finally:
-            self.close()
-        if check.works:
-            return True, check.detail
-        return False, (
-            f"{_sentence(check.detail)}. This test never refreshes tokens (it runs on a copy of the "
-            "connection, where a new refresh token would be lost); a task refreshes and saves them, "
-            "e.g. the lms_token_keepalive DAG. `canvas-oauth check` reports more."
-        )
-
-    def check_access_token(self: LmsHook, tokens: TokenSet) -> AccessTokenCheck:
+    def check_access_token(self, tokens: TokenSet) -> AccessTokenCheck:
         """One request with ``tokens.access_token``: no refresh, no retry, nothing saved."""
         expires_at = tokens.expires_at
         if not tokens.access_token:
@@ -76,34 +68,34 @@ class AccessTokenChecks:
         except requests.RequestException as err:
             return AccessTokenCheck(False, f"{where} failed: {type(err).__name__}", expires_at)
         with response:
-            said = self._error_message(response) if response.status_code >= 400 else ""
-            if response.status_code == 401 and "WWW-Authenticate" in response.headers:
+            said = error_message(response) if response.status_code >= 400 else ""
+            if self.rules.token_refused(response):
                 return AccessTokenCheck(
-                    False, f"{self.hook_name} refused the stored access token ({said})", expires_at
+                    False, f"{self.server_name} refused the stored access token ({said})", expires_at
                 )
-            if self._is_throttled(response) or response.status_code >= 500:
+            if is_throttled(response) or response.status_code >= 500:
                 return AccessTokenCheck(
                     False, f"{where}: HTTP {response.status_code}, the token could not be checked", expires_at
                 )
             until = f", valid until {expires_at.to_iso8601_string()}" if expires_at else ""
             if response.ok:
                 try:
-                    who = self._describe_user(response.json())
+                    who = self.rules.describe_user(response.json())
                 except ValueError:
                     who = "user unknown"
                 return AccessTokenCheck(
-                    True, f"{self.hook_name} accepts the stored access token ({who}{until})", expires_at
+                    True, f"{self.server_name} accepts the stored access token ({who}{until})", expires_at
                 )
             # 401 without WWW-Authenticate, 403, 404: the token is valid, only this call is not allowed.
             return AccessTokenCheck(
                 True,
-                f"{self.hook_name} accepts the stored access token{until} "
+                f"{self.server_name} accepts the stored access token{until} "
                 f"({where} itself was refused: {said})",
                 expires_at,
             )
 
     def send_with_access_token(
-        self: LmsHook,
+        self,
         method: str,
         path: str,
         access_token: str,
@@ -121,5 +113,5 @@ class AccessTokenChecks:
         )
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
     return text[:1].upper() + text[1:]

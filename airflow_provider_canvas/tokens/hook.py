@@ -1,79 +1,106 @@
-"""LmsHook, the base of both hooks: the connection, its checks, and the parts every request needs.
+"""LmsHook, the base of the Canvas and Brightspace hooks: one connection, its tokens, its transport.
 
-The connection itself (find, check, mask) is :mod:`.connected`, shared with the DAP hook; the
-parts live in their own modules: the authorised session in :mod:`.transport`, the checks that
-never refresh in :mod:`.diagnostics`, the token endpoint in :mod:`..tokens.oauth_client` and the
-token lifecycle in :mod:`..tokens.lifecycle`. This module only wires them to one connection.
+The hook composes its parts, each built from the connection's settings (a product's
+``connection.py``): the :class:`~airflow_provider_canvas.tokens.oauth_client.OAuthClient` of its
+token endpoint, the :class:`~airflow_provider_canvas.tokens.lifecycle.TokenLifecycle` that keeps
+the tokens, the :class:`~airflow_provider_canvas.common.transport.Transport` that sends requests
+with them, and the checks that never refresh (:mod:`.diagnostics`). None of them calls back into
+the hook.
 """
 
 from __future__ import annotations
 
 import os
-from functools import cached_property
-from typing import Any, ClassVar, Literal
+from functools import cached_property, partial
+from typing import Any, ClassVar
 
 import requests
-from airflow.sdk import BaseHook
 
-from airflow_provider_canvas.common import airflow_access as metadata
-from airflow_provider_canvas.common.connected import ConnectedHook
-from airflow_provider_canvas.common.connection_checks import check_base_url, parse_scopes
+from airflow_provider_canvas.common import airflow_access
+from airflow_provider_canvas.common.api_hook import ApiHook
 from airflow_provider_canvas.common.download import DownloadedFile, StreamingDownload
-from airflow_provider_canvas.common.transport import BearerAuth, LmsTransport
-from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.tokens.diagnostics import AccessTokenChecks
+from airflow_provider_canvas.common.transport import BearerAuth
+from airflow_provider_canvas.exceptions import LmsError
+from airflow_provider_canvas.tokens.diagnostics import (
+    AccessTokenCheck,
+    AccessTokenChecks,
+    sentence,
+    test_result,
+)
 from airflow_provider_canvas.tokens.lifecycle import TokenLifecycle
 from airflow_provider_canvas.tokens.locks import refresh_lock
-from airflow_provider_canvas.tokens.model import TokenSet, extra_value
+from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.oauth_client import OAuthClient
 from airflow_provider_canvas.tokens.rescue import RescueFile
+from airflow_provider_canvas.tokens.settings import LmsSettings
 from airflow_provider_canvas.tokens.store import TokenStore
 
 
-class LmsHook(ConnectedHook, LmsTransport, AccessTokenChecks, BaseHook):
-    """Base of :class:`CanvasHook` and :class:`BrightspaceHook`.
+class LmsHook(ApiHook):
+    """Base of :class:`CanvasHook` and :class:`BrightspaceHook` (see :class:`ConnectedHook` for the
+    constructor's parameters).
 
-    Reads and checks the connection, hands out tokens through a
-    :class:`~airflow_provider_canvas.tokens.lifecycle.TokenLifecycle` that refreshes them with
-    the connection's :class:`~airflow_provider_canvas.tokens.oauth_client.OAuthClient`, and sends
-    requests through :class:`~airflow_provider_canvas.common.transport.LmsTransport`.
-
-    :param conn_id: the connection to use; default :attr:`default_conn_name`. Airflow may pass it
-        as ``canvas_conn_id=`` / ``brightspace_conn_id=`` instead (the Test button does).
-    :param timeout: (connect, read) seconds of every request.
-    :param max_retries: how often a connection error, a 5xx answer to a read or a throttled
-        request is retried.
-    :param backoff_seconds: the first retry's wait; it doubles with each retry (with jitter).
-    :param max_backoff_seconds: the longest wait between two retries.
+    ``settings`` (a :class:`~airflow_provider_canvas.tokens.settings.LmsSettings`) is the connection
+    parsed once; ``tokens`` hands out a live access token, refreshing and saving it when due;
+    :meth:`request` / :meth:`get_json` send authorised requests; :meth:`test_connection` checks
+    the stored token without ever refreshing it.
     """
 
-    platform: ClassVar[str]
-    #: What the host field should look like, for messages.
-    example_host: ClassVar[str]
-    token_client_auth: ClassVar[Literal["basic", "body"]]
-    #: Brightspace refresh tokens die when used: a token request that may have reached the
-    #: server is never sent again.
-    single_use_refresh_tokens: ClassVar[bool]
-    #: Below this many rate-limit units left, requests slow down.
-    rate_limit_floor: ClassVar[float] = 0.0
+    settings_class: ClassVar[type[LmsSettings]]
+    settings: LmsSettings
 
-    def _check_connection(self, conn: Any) -> None:
-        """Refuse what a person mistyped before any request leaves; say what to type instead."""
-        check_base_url(f"the host of {self.conn_label}", conn.host, self.example_host)
-        scopes = extra_value(conn.extra_dejson, self.platform, "scopes")
-        if scopes:
-            try:
-                parse_scopes(self.platform, [scopes])
-            except LmsConfigurationError as err:
-                raise LmsConfigurationError(f"the scopes of {self.conn_label}: {err}") from None
+    @property
+    def platform(self) -> str:
+        return self.settings_class.platform
 
     def extra(self, name: str, default: Any = None) -> Any:
-        value = extra_value(self.connection.extra_dejson, self.platform, name)
-        return default if value is None else value
+        """A field of the connection's extra (legacy key names accepted)."""
+        return self.settings.extras.get(name, default)
+
+    # Composition ------------------------------------------------------------------------------
 
     @cached_property
-    def base_url(self) -> str:
-        return self.connection.host.rstrip("/")
+    def oauth_client(self) -> OAuthClient:
+        """The connection's token endpoint, sending on this hook's session under its retry policy."""
+        return self.settings.client(
+            session=self.session, retry=self.retry, timeout=self.timeout, conn_label=self.conn_label
+        )
+
+    @cached_property
+    def tokens(self) -> TokenLifecycle:
+        state_dir = airflow_access.state_dir()
+        return TokenLifecycle(
+            TokenStore(self.conn_id, self.platform),
+            refresh=self.oauth_client.refresh,
+            lock=partial(
+                refresh_lock,
+                self.settings.lock_conn_id,
+                self.conn_id,
+                state_dir,
+                airflow_access.lock_timeout_seconds(),
+            ),
+            rescue=RescueFile.for_connection(state_dir, self.conn_id),
+            buffer_seconds=self.settings.expiry_buffer_seconds,
+        )
+
+    @cached_property
+    def checks(self) -> AccessTokenChecks:
+        return AccessTokenChecks(
+            session=self.session,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            rules=self.api_rules,
+            server_name=self.settings_class.server_name,
+            conn_label=self.conn_label,
+            whoami_path=self.whoami_path,
+        )
+
+    @property
+    def whoami_path(self) -> str:
+        """A cheap GET that any valid token may call."""
+        raise NotImplementedError
+
+    # Requests ---------------------------------------------------------------------------------
 
     def get_conn(self) -> requests.Session:
         """A ``requests.Session`` that sends this connection's access token to its host.
@@ -99,59 +126,12 @@ class LmsHook(ConnectedHook, LmsTransport, AccessTokenChecks, BaseHook):
             ),
             session=self.session,
             timeout=self.timeout,
-            backoff=self._backoff,
+            retry=self.retry,
             log=self.log,
         )
         return engine.fetch(url, destination, **options)
 
     # Tokens -----------------------------------------------------------------------------------
-
-    @property
-    def token_url(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def refresh_scope(self) -> str | None:
-        """The scope parameter of a refresh grant (None: keep the granted scopes)."""
-        return None
-
-    @cached_property
-    def tokens(self) -> TokenLifecycle:
-        return TokenLifecycle(
-            TokenStore(self.conn_id, self.platform),
-            refresh=self._request_tokens,
-            lock=self._refresh_lock,
-            rescue=RescueFile.for_connection(metadata.state_dir(), self.conn_id),
-            buffer_seconds=int(self.extra("expiry_buffer_seconds", 300)),
-        )
-
-    def _refresh_lock(self) -> Any:
-        timeout = metadata.lock_timeout_seconds()
-        return refresh_lock(self.extra("lock_conn_id"), self.conn_id, metadata.state_dir(), timeout)
-
-    @cached_property
-    def oauth_client(self) -> OAuthClient:
-        """The connection's token endpoint, with this hook's client, session and retry rules."""
-        return OAuthClient(
-            token_url=self.token_url,
-            client_id=self.connection.login,
-            client_secret=self.connection.password,
-            client_auth=self.token_client_auth,
-            server_name=self.hook_name,
-            conn_label=self.conn_label,
-            session=self.session,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-            backoff=self._backoff,
-            wait=self._wait,
-            is_throttled=self._is_throttled,
-        )
-
-    def _request_tokens(self, current: TokenSet) -> TokenSet:
-        """One refresh_token grant (called by the lifecycle under the refresh lock)."""
-        return self.oauth_client.refresh(
-            current, single_use=self.single_use_refresh_tokens, scope=self.refresh_scope
-        )
 
     def exchange_authorization_code(
         self, code: str, *, redirect_uri: str, replace_tokens: bool = False
@@ -174,6 +154,21 @@ class LmsHook(ConnectedHook, LmsTransport, AccessTokenChecks, BaseHook):
             "refreshed": self.tokens.refresh_count > before,
             "expires_at": expires_at.to_iso8601_string() if expires_at else None,
         }
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The connection form's Test button: does the API accept the stored access token? Never refreshes."""
+        self.conn_label = "this connection"
+        try:
+            check = self.check_access_token(TokenSet.from_extra(self.connection.extra_dejson, self.platform))
+        except (LmsError, ValueError) as err:
+            return False, sentence(str(err))
+        finally:
+            self.close()
+        return test_result(check)
+
+    def check_access_token(self, tokens: TokenSet) -> AccessTokenCheck:
+        """See :meth:`AccessTokenChecks.check_access_token`: one request, no refresh, nothing saved."""
+        return self.checks.check_access_token(tokens)
 
     # Consent ----------------------------------------------------------------------------------
 

@@ -20,12 +20,13 @@ from airflow_provider_canvas.brightspace.hooks.brightspace import (
     SCOPE_ADS_LIST,
     BrightspaceHook,
 )
-from airflow_provider_canvas.brightspace.hooks.models import export_job_state
+from airflow_provider_canvas.brightspace.hooks.models import ExportJobState, export_job_state
 from airflow_provider_canvas.brightspace.loading.pull_state import (
     copy_to_object_store,
     local_path,
     location_uri,
 )
+from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import ExportJobError
 
 if TYPE_CHECKING:
@@ -82,16 +83,20 @@ class BrightspaceAdvancedDataSetOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
-        while True:
+
+        def look() -> ExportJobState | None:
             state = export_job_state(hook.get_export_job(job_id))
-            if state.complete:
-                return self._download(hook, job_id)
-            if state.failed:
-                raise ExportJobError(f"export job {job_id} ended with status {state}")
-            if time.time() >= deadline:
-                raise ExportJobError(f"export job {job_id} did not complete within {self.job_timeout}")
             self.log.info("Export job %s is %s", job_id, state)
-            time.sleep(self.poll_interval)
+            return state if state.complete or state.failed else None
+
+        waited = Poll(self.poll_interval, deadline).until_in_task(
+            look, what=f"export job {job_id}", log=self.log
+        )
+        if waited.status == "timeout":
+            raise ExportJobError(f"export job {job_id} did not complete within {self.job_timeout}")
+        if waited.status == "error" or waited.value is None or waited.value.failed:
+            raise ExportJobError(waited.message or f"export job {job_id} ended with status {waited.value}")
+        return self._download(hook, job_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") != "complete":

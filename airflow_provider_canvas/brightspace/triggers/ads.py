@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_canvas.brightspace.hooks.brightspace_async import BrightspaceAsyncHook
-from airflow_provider_canvas.brightspace.hooks.models import export_job_state
-from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
-
-#: How long the poll after the deadline may take (a hanging server is cut off then).
-_LAST_LOOK_SECONDS = 5.0
+from airflow_provider_canvas.brightspace.hooks.models import ExportJobState, export_job_state
+from airflow_provider_canvas.common.polling import Poll
 
 
 class BrightspaceExportJobTrigger(BaseTrigger):
@@ -60,49 +55,29 @@ class BrightspaceExportJobTrigger(BaseTrigger):
     def _event(self, status: str, message: str, job: dict[str, Any] | None = None) -> TriggerEvent:
         return TriggerEvent({"status": status, "job_id": self.job_id, "message": message, "job": job})
 
-    def _left(self) -> float | None:
-        """Seconds to the deadline (None: no deadline)."""
-        return None if self.timeout_at is None else self.timeout_at - time.time()
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job: dict[str, Any] | None = None
-        transient = 0
+        # The operator saw the job unfinished just now (and Airflow 3.3's race: see Poll.first_wait).
+        poll = Poll(self.poll_interval, self.timeout_at, self.max_transient_errors, first_wait=True)
         async with BrightspaceAsyncHook(self.conn_id) as hook:
-            while True:
-                left = self._left()
-                try:
-                    # Past the deadline one last look still runs: a job done just in time is complete.
-                    bound = None if left is None else (left if left > 0 else _LAST_LOOK_SECONDS)
-                    job = await asyncio.wait_for(hook.get_export_job(self.job_id), timeout=bound)
-                    transient = 0
-                except asyncio.TimeoutError:
-                    yield self._timeout(job)
-                    return
-                except (LmsThrottledError, LmsUnavailableError) as err:
-                    transient += 1
-                    if transient > self.max_transient_errors:
-                        yield self._event("error", f"export job {self.job_id}: {err}")
-                        return
-                    self.log.warning("Export job %s: %s; polling again", self.job_id, err)
-                except LmsError as err:
-                    yield self._event("error", f"export job {self.job_id}: {err}")
-                    return
-                else:
-                    state = export_job_state(job)
-                    if state.complete:
-                        yield self._event("complete", f"export job {self.job_id} is complete", job)
-                        return
-                    if state.failed:
-                        yield self._event(
-                            "failed", f"export job {self.job_id} ended with status {state}", job
-                        )
-                        return
-                    self.log.info("Export job %s is %s", self.job_id, state)
-                left = self._left()
-                if left is not None and left <= 0:
-                    yield self._timeout(job)
-                    return
-                await asyncio.sleep(self.poll_interval if left is None else min(self.poll_interval, left))
 
-    def _timeout(self, job: dict[str, Any] | None) -> TriggerEvent:
-        return self._event("timeout", f"export job {self.job_id} did not complete before the deadline", job)
+            async def look() -> ExportJobState | None:
+                nonlocal job
+                job = await hook.get_export_job(self.job_id)
+                state = export_job_state(job)
+                if state.complete or state.failed:
+                    return state
+                self.log.info("Export job %s is %s", self.job_id, state)
+                return None
+
+            waited = await poll.until(look, what=f"export job {self.job_id}", log=self.log)
+        if waited.status == "timeout":
+            yield self._event(
+                "timeout", f"export job {self.job_id} did not complete before the deadline", job
+            )
+        elif waited.status == "error":
+            yield self._event("error", waited.message)
+        elif waited.value is not None and waited.value.complete:
+            yield self._event("complete", f"export job {self.job_id} is complete", job)
+        else:
+            yield self._event("failed", f"export job {self.job_id} ended with status {waited.value}", job)

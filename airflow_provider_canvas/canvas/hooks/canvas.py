@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import requests
 
+from airflow_provider_canvas.canvas.connection import CanvasSettings
 from airflow_provider_canvas.canvas.hooks.paths import _account_path, normalize_account_id
 from airflow_provider_canvas.canvas.hooks.sis import CanvasSisCalls
 from airflow_provider_canvas.canvas.hooks.sso import SsoReconciliation, sso_differences, validate_sso_settings
-from airflow_provider_canvas.common.net import redact_url
+from airflow_provider_canvas.common.net import error_message, is_throttled, redact_url
+from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
     LmsApiError,
     LmsConfigurationError,
@@ -30,8 +32,41 @@ SCOPE_PUT_SSO_SETTINGS = "url:PUT|/api/v1/accounts/:account_id/sso_settings"
 _PAGE_SIZE = 100
 
 
+class CanvasApiRules(ApiRules):
+    """Canvas's answers: a leaky bucket per token to pace on, refusals that name the scope."""
+
+    def __init__(self, rate_limit_floor: float = 150.0, rate_limit_drain_per_second: float = 10.0) -> None:
+        #: The bucket holds ~700 units and drains ~10 units/s; below the floor, requests slow down.
+        self.rate_limit_floor = rate_limit_floor
+        self.rate_limit_drain_per_second = rate_limit_drain_per_second
+
+    def pacing_delay(self, response: requests.Response) -> float:
+        try:
+            remaining = float(response.headers["X-Rate-Limit-Remaining"])
+        except (KeyError, ValueError):
+            return 0.0
+        if remaining >= self.rate_limit_floor:
+            return 0.0
+        return min(10.0, (self.rate_limit_floor - remaining) / self.rate_limit_drain_per_second)
+
+    def permission_message(self, where: str, said: str, scope: str | None, conn_label: str) -> str:
+        if "scope" in said.lower():
+            return (
+                f"{where}: the developer key lacks scope {scope or '(unknown)'} (Canvas said: {said}). "
+                "Add the scope to the developer key (Admin > Developer Keys) and authorize "
+                f"{conn_label} again."
+            )
+        return (
+            f"{where}: the Canvas user who authorized {conn_label} lacks the "
+            f"permission for this call (Canvas said: {said})."
+        )
+
+    def describe_user(self, body: Any) -> str:
+        return f"user {body.get('name')!r}, id {body.get('id')}" if isinstance(body, dict) else "user unknown"
+
+
 class CanvasHook(CanvasSisCalls, LmsHook):
-    """Talks to one Canvas instance through a ``canvas`` connection.
+    """Talks to one Canvas instance through a ``canvas`` connection (see :class:`CanvasSettings`).
 
     host: the Canvas base URL; login/password: developer key ID and secret; extra: tokens
     (kept up to date by the hook), ``scopes``, ``expiry_buffer_seconds``, ``lock_conn_id``.
@@ -47,36 +82,22 @@ class CanvasHook(CanvasSisCalls, LmsHook):
     default_conn_name = "canvas_default"
     conn_type = "canvas"
     hook_name = "Canvas LMS"
+    settings_class = CanvasSettings
+    api_rules = CanvasApiRules()
 
-    platform: ClassVar[str] = "canvas"
-    example_host = "https://myschool.instructure.com"
-    token_client_auth = "body"
-    # Canvas refresh tokens do not rotate: a retried refresh cannot lose one.
-    single_use_refresh_tokens = False
-    # The leaky bucket holds ~700 units and drains ~10 units/s.
-    rate_limit_floor = 150.0
-    rate_limit_drain_per_second = 10.0
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base_url}/login/oauth2/token"
-
-    # Authorization and checks -----------------------------------------------------------------
-
-    @property
-    def authorization_endpoint(self) -> str:
-        return f"{self.base_url}/login/oauth2/auth"
-
-    def authorization_params(self) -> dict[str, str]:
-        # Shown beside the token in the user's Approved Integrations, so the person can tell it apart.
-        return {"purpose": f"Airflow connection {self.conn_id}"}
+    settings: CanvasSettings
 
     @property
     def whoami_path(self) -> str:
         return "/api/v1/users/self"
 
-    def _describe_user(self, body: Any) -> str:
-        return f"user {body.get('name')!r}, id {body.get('id')}" if isinstance(body, dict) else "user unknown"
+    @property
+    def authorization_endpoint(self) -> str:
+        return self.settings.authorization_endpoint
+
+    def authorization_params(self) -> dict[str, str]:
+        # Shown beside the token in the user's Approved Integrations, so the person can tell it apart.
+        return {"purpose": f"Airflow connection {self.conn_id}"}
 
     def probe_scope(self, scope: str, access_token: str) -> tuple[bool | None, str]:
         """Whether ``access_token`` holds the developer-key ``scope``, and what the probe showed.
@@ -90,18 +111,20 @@ class CanvasHook(CanvasSisCalls, LmsHook):
             return None, "not probed: a check sends no writes"
         probe_path = "/".join("self" if part.startswith(":") else part for part in path.split("/"))
         try:
-            response = self.send_with_access_token("GET", probe_path, access_token, params={"per_page": 1})
+            response = self.checks.send_with_access_token(
+                "GET", probe_path, access_token, params={"per_page": 1}
+            )
         except requests.RequestException as err:
             return None, f"GET {probe_path} failed: {type(err).__name__}"
         with response:
-            said = self._error_message(response) if response.status_code >= 400 else ""
+            said = error_message(response) if response.status_code >= 400 else ""
         if response.status_code == 401 and "WWW-Authenticate" in response.headers:
             return None, f"the access token was refused ({said})"
         if response.status_code == 401 and "scope" in said.lower():
             return False, f"Canvas said: {said}"
-        if response.status_code in (401, 403) and not self._is_throttled(response):
+        if response.status_code in (401, 403) and not is_throttled(response):
             return True, f"the user who authorized lacks the permission (Canvas said: {said})"
-        if response.status_code >= 500 or self._is_throttled(response):
+        if response.status_code >= 500 or is_throttled(response):
             return None, f"HTTP {response.status_code}: could not tell"
         return True, "probed"
 
@@ -270,26 +293,3 @@ class CanvasHook(CanvasSisCalls, LmsHook):
                 status=err.status,
                 url=err.url,
             ) from err
-
-    # Canvas specifics -------------------------------------------------------------------------
-
-    def _pacing_delay(self, response: requests.Response) -> float:
-        try:
-            remaining = float(response.headers["X-Rate-Limit-Remaining"])
-        except (KeyError, ValueError):
-            return 0.0
-        if remaining >= self.rate_limit_floor:
-            return 0.0
-        return min(10.0, (self.rate_limit_floor - remaining) / self.rate_limit_drain_per_second)
-
-    def _permission_message(self, where: str, said: str, scope: str | None) -> str:
-        if "scope" in said.lower():
-            return (
-                f"{where}: the developer key lacks scope {scope or '(unknown)'} (Canvas said: {said}). "
-                "Add the scope to the developer key (Admin > Developer Keys) and authorize "
-                f"{self.conn_label} again."
-            )
-        return (
-            f"{where}: the Canvas user who authorized {self.conn_label} lacks the "
-            f"permission for this call (Canvas said: {said})."
-        )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_canvas.canvas.connection import CanvasSettings
 from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.canvas.hooks.paths import account_path
 from airflow_provider_canvas.canvas.hooks.sis import SCOPE_GET_REPORT, SCOPE_GET_SIS_IMPORT
 from airflow_provider_canvas.common.async_hook import LmsAsyncHook
 
 
-class CanvasAsyncHook(LmsAsyncHook[CanvasHook]):
+class CanvasAsyncHook(LmsAsyncHook[CanvasSettings]):
     """Reads one ``canvas`` connection's SIS imports and reports without blocking the loop.
 
     :param conn_id: the connection; read with Airflow's async connection API.

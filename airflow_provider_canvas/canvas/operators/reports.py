@@ -17,6 +17,7 @@ from airflow_provider_canvas.canvas.hooks.sis import SCOPE_GET_REPORT, SCOPE_STA
 from airflow_provider_canvas.canvas.hooks.sis_models import REPORT_FINAL_STATES
 from airflow_provider_canvas.canvas.operators._jsonl import resolve_path
 from airflow_provider_canvas.canvas.operators.accounts import _CanvasOperator
+from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import AccountReportError
 
 if TYPE_CHECKING:
@@ -111,17 +112,22 @@ class CanvasAccountReportOperator(_CanvasOperator):
                 method_name="execute_complete",
                 kwargs={"account_id": account_id},
             )
-        with self._canvas_calls(account_id):
-            while body.get("status") not in REPORT_FINAL_STATES and time.time() < deadline:
-                time.sleep(min(self.poll_interval, max(0.0, deadline - time.time())))
-                body = self.hook.get_report(account_id, self.report, int(body["id"]))
-                self.log.info(
-                    "Report %s %s is %s, %s%%",
-                    self.report,
-                    body["id"],
-                    body.get("status"),
-                    body.get("progress"),
+
+        def look() -> dict[str, Any] | None:
+            nonlocal body
+            body = self.hook.get_report(account_id, self.report, int(body["id"]))
+            self.log.info(
+                "Report %s %s is %s, %s%%", self.report, body["id"], body.get("status"), body.get("progress")
+            )
+            return body if body.get("status") in REPORT_FINAL_STATES else None
+
+        if body.get("status") not in REPORT_FINAL_STATES:
+            with self._canvas_calls(account_id):
+                waited = Poll(self.poll_interval, deadline, first_wait=True).until_in_task(
+                    look, what=f"report {self.report} {body['id']}", log=self.log
                 )
+            if waited.status == "error":
+                raise AccountReportError(waited.message)
         return self._finish(account_id, body)
 
     def execute_complete(

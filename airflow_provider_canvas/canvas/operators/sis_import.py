@@ -28,6 +28,7 @@ from airflow_provider_canvas.canvas.operators import _sis_ledger as ledger
 from airflow_provider_canvas.canvas.operators._sis_package import SisPackage, build_package
 from airflow_provider_canvas.canvas.operators.accounts import _CanvasOperator
 from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import (
     LmsConfigurationError,
     LmsError,
@@ -340,14 +341,21 @@ class CanvasSisImportOperator(_CanvasOperator):
     # Waiting and the outcome ------------------------------------------------------------------
 
     def _wait_in_task(self, account_id: int | str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
-        while body.get("workflow_state") not in SIS_FINAL_STATES and time.time() < deadline:
-            time.sleep(min(self.poll_interval, max(0.0, deadline - time.time())))
+        def look() -> dict[str, Any] | None:
+            nonlocal body
             body = self.hook.get_sis_import(account_id, int(body["id"]))
             self.log.info(
                 "SIS import %s is %s, %s%%", body["id"], body.get("workflow_state"), body.get("progress")
             )
+            return body if body.get("workflow_state") in SIS_FINAL_STATES else None
+
+        waited = Poll(self.poll_interval, deadline, first_wait=True).until_in_task(
+            look, what=f"SIS import {body['id']}", log=self.log
+        )
         self.hook.close()
-        return body
+        if waited.status == "error":
+            raise SisImportError(f"{waited.message}; a retry of this task waits for the same import")
+        return body  # on timeout still unfinished: _finish says so
 
     def execute_complete(
         self, context: Context, event: dict[str, Any], account_id: int | str, sent: dict[str, Any]

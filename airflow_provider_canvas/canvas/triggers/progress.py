@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -11,10 +9,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_canvas.canvas.hooks.canvas_async import CanvasAsyncHook
 from airflow_provider_canvas.canvas.hooks.sis_models import describe_progress, is_final
-from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
-
-#: How long the poll after the deadline may take (a hanging server is cut off then).
-_LAST_LOOK_SECONDS = 5.0
+from airflow_provider_canvas.common.polling import Poll
 
 Kind = Literal["sis_import", "report"]
 
@@ -79,9 +74,6 @@ class CanvasProgressTrigger(BaseTrigger):
     def _event(self, status: str, message: str, body: dict[str, Any] | None) -> TriggerEvent:
         return TriggerEvent({"status": status, "message": message, "object": body})
 
-    def _left(self) -> float | None:
-        return None if self.timeout_at is None else self.timeout_at - time.time()
-
     async def _look(self, hook: CanvasAsyncHook) -> dict[str, Any]:
         if self.kind == "sis_import":
             return await hook.get_sis_import(self.account_id, self.object_id)
@@ -90,47 +82,25 @@ class CanvasProgressTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         body: dict[str, Any] | None = None
-        transient = 0
+        # The operator saw it unfinished just now (and Airflow 3.3's race: see Poll.first_wait).
+        poll = Poll(self.poll_interval, self.timeout_at, self.max_transient_errors, first_wait=True)
         async with CanvasAsyncHook(self.conn_id) as hook:
-            # The operator saw it unfinished just now. Waiting one interval first also lets the
-            # deferring worker exit: Airflow 3.3 fails a task whose trigger fires before the executor
-            # has seen that worker end.
-            await asyncio.sleep(self._first_wait())
-            while True:
-                left = self._left()
-                bound = None if left is None else (left if left > 0 else _LAST_LOOK_SECONDS)
-                try:
-                    body = await asyncio.wait_for(self._look(hook), timeout=bound)
-                    transient = 0
-                except asyncio.TimeoutError:
-                    yield self._timeout(body)
-                    return
-                except (LmsThrottledError, LmsUnavailableError) as err:
-                    transient += 1
-                    if transient > self.max_transient_errors:
-                        yield self._event("error", f"{self.what}: {err}", body)
-                        return
-                    self.log.warning("%s: %s; polling again", self.what, err)
-                except LmsError as err:
-                    yield self._event("error", f"{self.what}: {err}", body)
-                    return
-                else:
-                    self.log.info("%s is %s", self.what, describe_progress(self.kind, body))
-                    if is_final(self.kind, body):
-                        yield self._event(
-                            "done", f"{self.what} ended: {describe_progress(self.kind, body)}", body
-                        )
-                        return
-                left = self._left()
-                if left is not None and left <= 0:
-                    yield self._timeout(body)
-                    return
-                await asyncio.sleep(self.poll_interval if left is None else min(self.poll_interval, left))
 
-    def _first_wait(self) -> float:
-        left = self._left()
-        return self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
+            async def look() -> dict[str, Any] | None:
+                nonlocal body
+                body = await self._look(hook)
+                self.log.info("%s is %s", self.what, describe_progress(self.kind, body))
+                return body if is_final(self.kind, body) else None
 
-    def _timeout(self, body: dict[str, Any] | None) -> TriggerEvent:
-        seen = describe_progress(self.kind, body) if body else "never read"
-        return self._event("timeout", f"{self.what} had not ended at the deadline (last seen: {seen})", body)
+            waited = await poll.until(look, what=self.what, log=self.log)
+        if waited.status == "done" and waited.value is not None:
+            yield self._event(
+                "done", f"{self.what} ended: {describe_progress(self.kind, waited.value)}", waited.value
+            )
+        elif waited.status == "timeout":
+            seen = describe_progress(self.kind, body) if body else "never read"
+            yield self._event(
+                "timeout", f"{self.what} had not ended at the deadline (last seen: {seen})", body
+            )
+        else:
+            yield self._event("error", waited.message, body)

@@ -2,12 +2,12 @@
 
 Speaks DAP's REST protocol over this provider's HTTP layer (:mod:`.transport`: timeouts, retries,
 throttling, error mapping, no secrets in logs) rather than through ``instructure-dap-client``, whose
-exact pins (PyJWT, rich, aiohttp, ...) cannot be installed beside Airflow's (see the README).
+exact pins (PyJWT, rich, aiohttp, ...) cannot be installed beside Airflow's (see
+docs/operators/canvas-data-2.md).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -15,34 +15,36 @@ from typing import Any
 
 import pendulum
 import requests
-from airflow.sdk import BaseHook
 
-from airflow_provider_canvas.canvas_data.hooks.auth import DapTokenCache
+from airflow_provider_canvas.canvas_data.connection import DapSettings
+from airflow_provider_canvas.canvas_data.hooks.auth import DapLogin, DapTokenCache, token_minutes
 from airflow_provider_canvas.canvas_data.hooks.models import (
-    DEFAULT_API_URL,
-    DEFAULT_NAMESPACE,
     JOB_CREATION_LIMIT,
-    LOGIN_PATH,
-    DapAccessToken,
     DapJob,
     dap_api_error,
-    dap_error_message,
-    login_refused,
 )
 from airflow_provider_canvas.canvas_data.hooks.objects import DapObjectDownloader, PulledObject
-from airflow_provider_canvas.common.connected import ConnectedHook
-from airflow_provider_canvas.common.connection_checks import check_base_url
-from airflow_provider_canvas.common.net import absolute_url, redact_url
-from airflow_provider_canvas.common.transport import LmsTransport
+from airflow_provider_canvas.common.api_hook import ApiHook
+from airflow_provider_canvas.common.retry import RetryPolicy
+from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
     LmsError,
-    LmsPermissionError,
     LmsThrottledError,
 )
 
 
-class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
-    """Canvas Data 2 tables of one ``canvas_data`` connection.
+class DapApiRules(ApiRules):
+    """DAP's answers: any 401 means the JWT is dead; errors carry DAP's type and uuid."""
+
+    def token_refused(self, response: requests.Response) -> bool:
+        return response.status_code == 401
+
+    def error(self, response: Any, method: str, url: str, scope: str | None, conn_label: str) -> LmsError:
+        return dap_api_error(response, method, url)
+
+
+class CanvasDataHook(ApiHook):
+    """Canvas Data 2 tables of one ``canvas_data`` connection (see :class:`DapSettings`).
 
     host: the DAP API URL (empty: ``https://api-gateway.instructure.com``); login/password: the DAP
     client ID and secret from identity.instructure.com; extra ``namespace`` (default ``canvas``).
@@ -64,94 +66,33 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
     credentials_hint = (
         "the DAP client ID as login and the client secret as password (identity.instructure.com)"
     )
+    settings_class = DapSettings
+    api_rules = DapApiRules()
 
-    def __init__(self, conn_id: str | None = None, **options: Any) -> None:
-        super().__init__(conn_id, **options)
-        self._last_retry_after: float | None = None
-
-    def _check_connection(self, conn: Any) -> None:
-        if conn.host:
-            check_base_url(f"the API URL (host) of {self.conn_label}", conn.host, DEFAULT_API_URL)
-
-    @cached_property
-    def base_url(self) -> str:
-        return str(self.connection.host or DEFAULT_API_URL).rstrip("/")
+    settings: DapSettings
 
     @property
     def namespace(self) -> str:
-        return str((self.connection.extra_dejson or {}).get("namespace") or DEFAULT_NAMESPACE)
+        return self.settings.namespace
 
-    # Access token -----------------------------------------------------------------------------
+    # Composition ------------------------------------------------------------------------------
 
     @cached_property
-    def tokens(self) -> DapTokenCache:  # type: ignore[override]
-        return DapTokenCache(self._login)
+    def login(self) -> DapLogin:
+        settings = self.settings
+        return DapLogin(
+            base_url=settings.base_url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            session=self.session,
+            retry=self.retry,
+            timeout=self.timeout,
+            log=self.log,
+        )
 
-    def _login(self) -> DapAccessToken:
-        """``POST /ids/auth/login``, client credentials by HTTP Basic. Nothing is saved anywhere."""
-        url = absolute_url(self.base_url, LOGIN_PATH)
-        where = f"POST {redact_url(url)}"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self.session.post(
-                    url,
-                    data={"grant_type": "client_credentials"},
-                    auth=(self.connection.login, self.connection.password),
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as err:
-                # A login changes nothing on the server: sending it again is always safe.
-                if attempt > self.max_retries:
-                    raise LmsError(f"{where} failed: {type(err).__name__}") from None
-                self._wait(self._backoff(attempt), f"{where}: {type(err).__name__}")
-                continue
-            with response:
-                transient = response.status_code == 429 or response.status_code >= 500
-                if transient and attempt <= self.max_retries:
-                    delay = self._retry_after(response) or self._backoff(attempt)
-                    self._wait(delay, f"{where}: HTTP {response.status_code}")
-                    continue
-                if response.status_code in (400, 401, 403):
-                    raise login_refused(response.status_code, dap_error_message(response), where)
-                if response.status_code >= 300:
-                    raise dap_api_error(response, "POST", url)
-                try:
-                    token = DapAccessToken.from_login(response.json())
-                except ValueError:
-                    raise login_refused(response.status_code, "not JSON", where) from None
-            self.log.info(
-                "Logged in to DAP at %s; token valid for %.0f min", self.base_url, self._minutes(token)
-            )
-            return token
-
-    @staticmethod
-    def _minutes(token: DapAccessToken) -> float:
-        return (token.expires_at - time.time()) / 60
-
-    # Requests ---------------------------------------------------------------------------------
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        """:meth:`LmsTransport.request`, and a refused token (401) buys one new login and one more try."""
-        try:
-            return super().request(method, path_or_url, **kwargs)
-        except LmsPermissionError as err:
-            if err.status != 401:
-                raise
-            self.log.info("DAP refused the access token (HTTP 401); logging in again")
-            self.tokens.reject()
-            return super().request(method, path_or_url, **kwargs)
-
-    def _error(self, response: requests.Response, method: str, url: str, scope: str | None) -> LmsError:  # type: ignore[override]
-        return dap_api_error(response, method, url)
-
-    def _retry_after(self, response: requests.Response) -> float | None:  # type: ignore[override]
-        seconds = super()._retry_after(response)
-        if response.status_code == 429:
-            self._last_retry_after = seconds
-        return seconds
+    @cached_property
+    def tokens(self) -> DapTokenCache:
+        return DapTokenCache(self.login)
 
     # The query API ----------------------------------------------------------------------------
 
@@ -191,11 +132,10 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
         if until:
             query["until"] = until
         path = f"{self._table_path(namespace, table)}/data"
-        self._last_retry_after = None
         try:
             body = self.request("POST", path, json=query).json()
         except LmsThrottledError as err:
-            wait = self._last_retry_after or 60.0
+            wait = err.retry_after or 60.0
             again = pendulum.now("UTC").add(seconds=int(wait) + 1).to_iso8601_string()
             raise LmsThrottledError(
                 f"DAP kept refusing to create a job for {namespace or self.namespace}.{table}: job creation "
@@ -233,7 +173,7 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
             authorised_get=lambda url, headers, scope: self.request("GET", url, stream=True, headers=headers),
             base_url=self.base_url,
             timeout=self.timeout,
-            backoff=self._backoff,
+            retry=self.retry,
             log=self.log,
         )
         return downloader.download(job, Path(directory), attempts=attempts)
@@ -243,15 +183,14 @@ class CanvasDataHook(ConnectedHook, LmsTransport, BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Log in once with the client ID and secret: no job, no listing (both are rate-limited)."""
         self.conn_label = "this connection"
-        saved_retries, self.max_retries = self.max_retries, 0
+        self.__dict__["retry"] = RetryPolicy(0, log=self.log)
         try:
-            token = self._login()
+            token = self.login()
         except (LmsError, ValueError) as err:
             return False, str(err)
         finally:
-            self.max_retries = saved_retries
             self.close()
         return True, (
             f"DAP at {self.base_url} accepted the client ID and secret (a token valid for "
-            f"{self._minutes(token):.0f} minutes; namespace {self.namespace!r})"
+            f"{token_minutes(token):.0f} minutes; namespace {self.namespace!r})"
         )

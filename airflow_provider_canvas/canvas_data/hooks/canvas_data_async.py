@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import httpx
 
+from airflow_provider_canvas.canvas_data.connection import DapSettings
 from airflow_provider_canvas.canvas_data.hooks.canvas_data import CanvasDataHook
 from airflow_provider_canvas.canvas_data.hooks.models import (
     LOGIN_PATH,
@@ -22,7 +23,7 @@ from airflow_provider_canvas.common.net import absolute_url, redact_url
 from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
 
 
-class CanvasDataAsyncHook(AsyncConnectedHook[CanvasDataHook]):
+class CanvasDataAsyncHook(AsyncConnectedHook[DapSettings]):
     """Reads DAP jobs of one ``canvas_data`` connection without blocking the event loop.
 
     :param conn_id: the connection; read with Airflow's async connection API.
@@ -43,8 +44,8 @@ class CanvasDataAsyncHook(AsyncConnectedHook[CanvasDataHook]):
 
     async def get_job(self, job_id: str) -> DapJob:
         """``GET /dap/job/{id}``: :meth:`CanvasDataHook.get_job` without a thread."""
-        hook = await self._rules()
-        url = absolute_url(hook.base_url, f"/dap/job/{job_id}")
+        settings = await self.settings()
+        url = absolute_url(settings.base_url, f"/dap/job/{job_id}")
         where = f"GET {redact_url(url)}"
         relogged = False
         while True:
@@ -77,14 +78,14 @@ class CanvasDataAsyncHook(AsyncConnectedHook[CanvasDataHook]):
         return self._token.access_token
 
     async def _login(self) -> DapAccessToken:
-        hook = await self._rules()
-        url = absolute_url(hook.base_url, LOGIN_PATH)
+        settings = await self.settings()
+        url = absolute_url(settings.base_url, LOGIN_PATH)
         where = f"POST {redact_url(url)}"
         try:
             response = await self.client.post(
                 url,
                 data={"grant_type": "client_credentials"},
-                auth=httpx.BasicAuth(hook.connection.login, hook.connection.password),
+                auth=httpx.BasicAuth(settings.client_id, settings.client_secret),
             )
         except httpx.TransportError as err:
             raise LmsUnavailableError(

@@ -21,7 +21,8 @@ import requests
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob, object_file_name
 from airflow_provider_canvas.common.download import AuthorisedGet, StreamingDownload
 from airflow_provider_canvas.common.files import fsync_dir
-from airflow_provider_canvas.exceptions import BdsDownloadError, DapObjectError
+from airflow_provider_canvas.common.retry import RetryPolicy
+from airflow_provider_canvas.exceptions import DapObjectError, DownloadError
 
 _CHUNK = 2**20
 #: How often the URLs of the objects left are asked for again after a download failed.
@@ -79,7 +80,7 @@ class DapObjectDownloader:
         authorised_get: AuthorisedGet,
         base_url: str,
         timeout: tuple[float, float],
-        backoff: Callable[[int], float],
+        retry: RetryPolicy,
         log: logging.Logger,
     ) -> None:
         self._urls_for = urls_for
@@ -89,7 +90,7 @@ class DapObjectDownloader:
             authorised_get=authorised_get,
             session=session,
             timeout=timeout,
-            backoff=backoff,
+            retry=retry,
             log=log,
         )
 
@@ -117,7 +118,7 @@ class DapObjectDownloader:
                 try:
                     pulled[object_id] = self._fetch(object_id, urls[object_id], directory, name, attempts)
                     break
-                except (BdsDownloadError, DapObjectError) as err:
+                except (DownloadError, DapObjectError) as err:
                     if refreshes >= URL_REFRESHES:
                         raise DapObjectError(
                             f"job {job.id}: object {number} of {len(todo)} ({name}) could not be downloaded "

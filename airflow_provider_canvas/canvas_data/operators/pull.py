@@ -23,6 +23,7 @@ from airflow_provider_canvas.canvas_data.operators._tables import (
     table_lock,
     table_names,
 )
+from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import DapJobError, LmsError
 
 if TYPE_CHECKING:
@@ -152,14 +153,17 @@ class CanvasDataPullOperator(BaseOperator):
     def _wait_in_task(
         self, hook: CanvasDataHook, started: dict[str, dict[str, Any]], deadline: float
     ) -> None:
-        while True:
-            waiting = [s for s in started.values() if not DapJob.from_json(s["job"]).terminal]
-            for entry in waiting:
+
+        def look() -> bool | None:
+            for entry in [s for s in started.values() if not DapJob.from_json(s["job"]).terminal]:
                 entry["job"] = hook.get_job(entry["job"]["id"]).to_json()
                 self.log.info("DAP job %s is %s", entry["job"]["id"], entry["job"]["status"])
-            if all(DapJob.from_json(s["job"]).terminal for s in started.values()) or time.time() >= deadline:
-                return
-            time.sleep(min(self.poll_interval, max(0.0, deadline - time.time())))
+            return all(DapJob.from_json(s["job"]).terminal for s in started.values()) or None
+
+        # A timeout leaves the jobs unfinished: _finish reports each of them.
+        waited = Poll(self.poll_interval, deadline).until_in_task(look, what="DAP jobs", log=self.log)
+        if waited.status == "error":
+            raise DapJobError(waited.message)
 
     def execute_complete(
         self,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_canvas.canvas_data.hooks.canvas_data_async import CanvasDataAsyncHook
-from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
-
-#: How long the poll after the deadline may take (a hanging server is cut off then).
-_LAST_LOOK_SECONDS = 5.0
+from airflow_provider_canvas.common.polling import Poll
 
 
 class CanvasDataJobsTrigger(BaseTrigger):
@@ -60,59 +55,31 @@ class CanvasDataJobsTrigger(BaseTrigger):
     def _event(self, status: str, message: str, jobs: dict[str, Any]) -> TriggerEvent:
         return TriggerEvent({"status": status, "message": message, "jobs": jobs})
 
-    def _left(self) -> float | None:
-        return None if self.timeout_at is None else self.timeout_at - time.time()
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         jobs: dict[str, Any] = {}
-        done: set[str] = set()
-        transient = 0
+        pending = list(self.job_ids)
+        what = f"DAP job(s) {', '.join(self.job_ids)}"
+        # The operator saw every job unfinished just now: the first look comes one interval later.
+        poll = Poll(self.poll_interval, self.timeout_at, self.max_transient_errors, first_wait=True)
         async with CanvasDataAsyncHook(self.conn_id) as hook:
-            # The operator saw every job unfinished just now: the first look comes one interval
-            # later. That also lets the deferring worker exit first: Airflow 3.3 fails a task whose
-            # trigger fires before the executor has seen that worker end (seen in the demo).
-            await asyncio.sleep(self._first_wait())
-            while True:
-                for job_id in [j for j in self.job_ids if j not in done]:
-                    left = self._left()
-                    bound = None if left is None else (left if left > 0 else _LAST_LOOK_SECONDS)
-                    try:
-                        job = await asyncio.wait_for(hook.get_job(job_id), timeout=bound)
-                        transient = 0
-                    except asyncio.TimeoutError:
-                        yield self._timeout(jobs, done)
-                        return
-                    except (LmsThrottledError, LmsUnavailableError) as err:
-                        transient += 1
-                        if transient > self.max_transient_errors:
-                            yield self._event("error", f"DAP job {job_id}: {err}", jobs)
-                            return
-                        self.log.warning("DAP job %s: %s; polling again", job_id, err)
-                        break
-                    except LmsError as err:
-                        yield self._event("error", f"DAP job {job_id}: {err}", jobs)
-                        return
+
+            async def look() -> bool | None:
+                for job_id in list(pending):
+                    job = await hook.get_job(job_id)
                     jobs[job_id] = job.to_json()
                     self.log.info("DAP job %s is %s", job_id, job.status)
                     if job.terminal:
-                        done.add(job_id)
-                if len(done) == len(self.job_ids):
-                    failed = sorted(j for j in done if jobs[j]["status"] != "complete")
-                    summary = f"{len(done) - len(failed)} complete, {len(failed)} failed"
-                    yield self._event("done", f"DAP jobs ended: {summary}", jobs)
-                    return
-                left = self._left()
-                if left is not None and left <= 0:
-                    yield self._timeout(jobs, done)
-                    return
-                await asyncio.sleep(self.poll_interval if left is None else min(self.poll_interval, left))
+                        pending.remove(job_id)
+                return True if not pending else None
 
-    def _first_wait(self) -> float:
-        left = self._left()
-        return self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
-
-    def _timeout(self, jobs: dict[str, Any], done: set[str]) -> TriggerEvent:
-        waiting = [j for j in self.job_ids if j not in done]
-        return self._event(
-            "timeout", f"DAP job(s) {', '.join(waiting)} did not end before the deadline", jobs
-        )
+            waited = await poll.until(look, what=what, log=self.log)
+        if waited.status == "done":
+            failed = sum(1 for j in self.job_ids if jobs[j]["status"] != "complete")
+            summary = f"{len(self.job_ids) - failed} complete, {failed} failed"
+            yield self._event("done", f"DAP jobs ended: {summary}", jobs)
+        elif waited.status == "timeout":
+            yield self._event(
+                "timeout", f"DAP job(s) {', '.join(pending)} did not end before the deadline", jobs
+            )
+        else:
+            yield self._event("error", waited.message, jobs)

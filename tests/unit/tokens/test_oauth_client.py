@@ -120,5 +120,9 @@ def test_the_client_keeps_its_secret_out_of_repr_and_takes_the_hooks_retry_rules
     client = hook.oauth_client
 
     assert "secret-1" not in repr(client)
-    assert client.token_url == "https://lms.example.edu/login/oauth2/token"
-    assert (client.client_auth, client.max_retries, client.session) == ("body", 2, hook.session)
+    assert client.settings.token_url == "https://lms.example.edu/login/oauth2/token"
+    assert (client.settings.client_auth, client.retry.max_retries, client.session) == (
+        "body",
+        2,
+        hook.session,
+    )

@@ -68,7 +68,7 @@ def connection(monkeypatch) -> Callable[[str], None]:
             }
             return ConnectionFields(conn_id, "brightspace", url, "client", "secret", extra)
 
-        monkeypatch.setattr(async_hook.metadata, "aget_connection", aget_connection)
+        monkeypatch.setattr(async_hook.airflow_access, "aget_connection", aget_connection)
 
     return point_at
 
