@@ -127,3 +127,15 @@ class ExtractFormatError(LmsError, ValueError):
 
 class DifferentialGapError(LmsError):
     """Differentials were missed: they are kept 14 days and the last pull is older than that."""
+
+
+class SisImportError(LmsError):
+    """A Canvas SIS import failed, was aborted, refused a change_threshold, or did not end in time."""
+
+
+class SisPayloadRefused(LmsError, AirflowFailException):
+    """A SIS payload was refused before upload (empty, much smaller than the last good one); nothing sent."""
+
+
+class AccountReportError(LmsError):
+    """A Canvas account report ended in ``error``/``aborted``, or did not finish in time."""

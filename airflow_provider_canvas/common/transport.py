@@ -145,13 +145,19 @@ class Transport:
         method = method.upper()
         url = absolute_url(self.base_url, path_or_url)
         refreshed = False
+        # A file body (a SIS upload) is read by each send: every repeat starts where the first did.
+        start = data.tell() if hasattr(data, "seek") and hasattr(data, "tell") else None
+
+        def send(**options: Any) -> requests.Response:
+            if start is not None:
+                data.seek(start)
+            return self.session.request(method, url, **options)
+
         while True:
             access_token = self.tokens.access_token()
             response = self.retry.send(
                 partial(
-                    self.session.request,
-                    method,
-                    url,
+                    send,
                     params=params,
                     data=data,
                     json=json,

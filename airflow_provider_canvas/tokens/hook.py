@@ -10,6 +10,7 @@ the hook.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property, partial
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import requests
 
 from airflow_provider_canvas.common import airflow_access
 from airflow_provider_canvas.common.api_hook import ApiHook
+from airflow_provider_canvas.common.download import DownloadedFile, StreamingDownload
 from airflow_provider_canvas.common.transport import BearerAuth
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.tokens.diagnostics import (
@@ -111,6 +113,23 @@ class LmsHook(ApiHook):
         session.headers["Accept"] = "application/json"
         session.auth = BearerAuth(self.tokens, self.base_url)
         return session
+
+    def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
+        """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`.
+
+        A redirect to storage on another host goes there without the bearer token.
+        """
+        engine = StreamingDownload(
+            base_url=self.base_url,
+            authorised_get=lambda url, headers, scope: self.request(
+                "GET", url, scope=scope, stream=True, headers=headers
+            ),
+            session=self.session,
+            timeout=self.timeout,
+            retry=self.retry,
+            log=self.log,
+        )
+        return engine.fetch(url, destination, **options)
 
     # Tokens -----------------------------------------------------------------------------------
 

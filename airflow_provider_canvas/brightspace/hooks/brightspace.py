@@ -19,7 +19,7 @@ from airflow_provider_canvas.brightspace.hooks.models import (
     BdsExtract,
 )
 from airflow_provider_canvas.brightspace.loading.catalogue import names_of
-from airflow_provider_canvas.common.download import DownloadedFile, StreamingDownload
+from airflow_provider_canvas.common.download import DownloadedFile
 from airflow_provider_canvas.common.net import redact_url
 from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
@@ -159,22 +159,6 @@ class BrightspaceHook(LmsHook):
     @staticmethod
     def _member_check(data_set: str) -> Callable[[str, str], None]:
         return lambda member, label: check_member_name(member, data_set, label)
-
-    def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
-        """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`."""
-        engine = StreamingDownload(
-            base_url=self.base_url,
-            authorised_get=lambda url, headers, scope: self.request(
-                "GET", url, scope=scope, stream=True, headers=headers
-            ),
-            session=self.session,
-            timeout=self.timeout,
-            retry=self.retry,
-            log=self.log,
-        )
-        return engine.fetch(url, destination, **options)
-
-    # Advanced Data Sets -------------------------------------------------------------------------
 
     def list_ads_data_sets(self) -> list[dict[str, Any]]:
         """Advanced Data Sets: ``DataSetId``, ``Name``, ``Category``, ``Filters``, ..."""
