@@ -9,7 +9,8 @@ tasks may not). Every step is idempotent, so it runs again on each ``docker comp
 3. the connections the example DAGs use (``canvas_default``, ``canvas_test``, ``canvas_beta``,
    ``brightspace_default``) with the client secrets of the emulator seed and the tokens the emulator
    wrote to its ``--issued-tokens-out`` file, each with ``lock_conn_id`` = ``token_lock_pg``; the
-   ``token_lock_pg``, ``brightspace_warehouse`` and ``canvas_data_warehouse`` PostgreSQL connections;
+   ``token_lock_pg``, ``brightspace_warehouse``, ``canvas_data_warehouse`` and ``sis_source``
+   PostgreSQL connections;
    and the connection named by ``[canvas_provider] airflow_api_conn_id``, whose user task code logs in
    as to save rotated tokens.
 
@@ -39,6 +40,7 @@ LOCK_CONN_ID = "token_lock_pg"
 WAREHOUSE_CONN_ID = "brightspace_warehouse"
 # The Canvas Data 2 tables go into the same warehouse database (schema canvas_data).
 CANVAS_DATA_WAREHOUSE_CONN_ID = "canvas_data_warehouse"
+SIS_SOURCE_CONN_ID = "sis_source"
 # A user that may edit connections: SimpleAuthManager's "op" role or above.
 ROLES_THAT_EDIT_CONNECTIONS = ("op", "admin")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "")
@@ -139,6 +141,9 @@ def postgres_connections(
         {"conn_id": LOCK_CONN_ID, "schema": lock_database, **server},
         {"conn_id": WAREHOUSE_CONN_ID, "schema": warehouse_database, **server},
         {"conn_id": CANVAS_DATA_WAREHOUSE_CONN_ID, "schema": warehouse_database, **server},
+        # canvas_sis_nightly reads the SIS extract (views sis_export.*) from here: create them in
+        # the warehouse database, or point this connection at the SIS database.
+        {"conn_id": SIS_SOURCE_CONN_ID, "schema": warehouse_database, **server},
     ]
 
 
