@@ -10,8 +10,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import LmsAuthError, LmsConfigurationError, TokenSaveError
-from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
@@ -308,7 +308,7 @@ class TokenLifecycle:
             "kept in the Airflow Variable %r, which every worker reads, and the next task that can write "
             "the connection puts them there; nothing is lost and this task goes on. To let tasks write "
             "connections, create the connection %r (login/password of an Airflow user allowed to edit "
-            "connections, or a bearer token) or fix its credentials; see the README, 'Where tokens live'.",
+            "connections, or a bearer token) or fix its credentials; see docs/tokens.md.",
             self.store.conn_id,
             reason,
             self.store.variable_key,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pendulum
 
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import MetadataWriteError
-from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.model import TokenSet, complete_extra
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.exceptions import LmsError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 
 # A worker whose test never says go gives up; so does one whose test process died (a SIGKILLed pytest runs
 # no finalizer): no worker is left polling.

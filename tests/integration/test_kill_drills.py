@@ -17,7 +17,7 @@ import uuid
 import pytest
 from lms_fixtures import postgres_connection_fields, stored_extra
 
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.common import airflow_access as metadata
 
 
 def _host(tmp_path, name: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from airflow.sdk import dag, task
 def custody_drill() -> None:
     @task
     def call_api(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+        from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 
         assert params is not None
         state_dir = tempfile.mkdtemp(prefix="canvas-e2e-pod-")
