@@ -6,14 +6,15 @@ A hook composes one :class:`Transport` with its token keeper, the shared retry p
 
 from __future__ import annotations
 
-import logging
+import functools
 import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.net import (
     SAFE_TO_REPEAT,
     absolute_url,
@@ -31,6 +32,9 @@ from airflow_provider_canvas.exceptions import (
     LmsThrottledError,
     LmsUnavailableError,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -72,7 +76,7 @@ class ApiRules:
         """Who a token belongs to, from the API's whoami answer."""
         return "user unknown"
 
-    def token_refused(self, response: requests.Response) -> bool:
+    def token_refused(self, response: requests.Response | httpx.Response) -> bool:
         """A 401 that means the access token is dead (refresh it and send once more)."""
         return response.status_code == 401 and "WWW-Authenticate" in response.headers
 
@@ -106,7 +110,7 @@ class Transport:
         timeout: tuple[float, float],
         conn_label: str,
         rules: ApiRules | None = None,
-        log: logging.Logger,
+        log: Log,
     ) -> None:
         self.base_url = base_url
         self.tokens = tokens
@@ -147,17 +151,20 @@ class Transport:
         refreshed = False
         while True:
             access_token = self.tokens.access_token()
+            # A partial, not a closure: the retries send this round's token, bound now.
+            send = functools.partial(
+                self.session.request,
+                method,
+                url,
+                params=params,
+                data=data,
+                json=json,
+                stream=stream,
+                headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
+                timeout=self.timeout,
+            )
             response = self.retry.send(
-                lambda token=access_token: self.session.request(  # type: ignore[misc]
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    json=json,
-                    stream=stream,
-                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
-                    timeout=self.timeout,
-                ),
+                send,
                 method=method,
                 url=url,
                 repeatable=method in SAFE_TO_REPEAT,

@@ -250,22 +250,23 @@ class DapEmulator:
         if not isinstance(query, dict) or query.get("format") != "jsonl":
             return dap_error(400, "ValidationError", "the emulator serves format jsonl only")
         job_id = str(uuid.uuid4())
+        at = since = end = None
         try:
             if query.get("since"):
                 since = parse_iso(str(query["since"]))
                 until = parse_iso(str(query["until"])) if query.get("until") else None
                 records, end = table.incremental(since, until)
-                kind, stamps = "incremental", {"since": since, "until": end}
+                kind = "incremental"
             else:
                 records, at = table.snapshot()
-                kind, stamps = "snapshot", {"at": at}
+                kind = "snapshot"
         except ValueError as err:
             return dap_error(400, "ValidationError", f"bad timestamp: {err}")
         objects = pack_objects(job_id, table.name, kind, records, self.rows_per_object)
         job = DapJob(
             job_id, namespace, table.name, kind, table.version, time.monotonic(), self.job_polls,
-            self.job_min_seconds, objects, fail_message=self._fail_next.pop(0) if self._fail_next else None,
-            **stamps,
+            self.job_min_seconds, objects, at=at, since=since, until=end,
+            fail_message=self._fail_next.pop(0) if self._fail_next else None,
         )  # fmt: skip
         self.jobs[job_id] = job
         self.objects.update({o.object_id: o for o in objects})
@@ -298,10 +299,11 @@ class DapEmulator:
         source = found.source
         headers = {"Content-Type": "application/gzip", "Accept-Ranges": "bytes"}
         span = (0, source.size)
-        if request.header("range"):
-            span = byte_range(request.header("range") or "", source.size)  # type: ignore[assignment]
-            if span is None:
+        if asked := request.header("range"):
+            satisfiable = byte_range(asked, source.size)
+            if satisfiable is None:
                 return Response(416, b"", {"Content-Range": f"bytes */{source.size}"})
+            span = satisfiable
             headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{source.size}"
         status = 206 if "Content-Range" in headers else 200
         return Response(status, headers=headers, stream=source.iter_range(*span), length=span[1] - span[0])

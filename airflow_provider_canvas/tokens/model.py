@@ -9,6 +9,8 @@ from typing import Any
 import pendulum
 from pendulum import DateTime
 
+from airflow_provider_canvas.common.times import parse_utc
+
 #: The keys of a connection's extra that hold token state, written by the hook.
 TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
 #: Extra keys renamed since 0.1.0: ``token_url`` made Airflow's form show and save ``***``.
@@ -66,7 +68,7 @@ class TokenSet:
         return cls(
             access_token=extra_value(extra, platform, "access_token"),
             refresh_token=extra_value(extra, platform, "refresh_token"),
-            expires_at=pendulum.parse(expires_at).in_tz("UTC") if expires_at else None,
+            expires_at=parse_utc(expires_at) if expires_at else None,
         )
 
     @classmethod

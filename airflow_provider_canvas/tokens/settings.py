@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_canvas.common.connection import Extras
 from airflow_provider_canvas.common.connection_checks import check_base_url, parse_scopes
@@ -25,6 +25,19 @@ class LmsSettings(OAuthSettings):
     lock_conn_id: str | None
     redirect_uri: str | None
     extras: Extras
+
+    if TYPE_CHECKING:
+        # Declared for type checkers only: a field of BrightspaceSettings, a property of CanvasSettings.
+        # Here at run time, it would become the default of Brightspace's field.
+        @property
+        def authorization_endpoint(self) -> str:
+            """Where a person consents (the OAuth2 authorization endpoint)."""
+            ...
+
+    @classmethod
+    def parse(cls, conn: Any, extras: Extras, conn_label: str) -> LmsSettings:
+        """The connection as one product reads it: CanvasSettings and BrightspaceSettings define this."""
+        raise NotImplementedError(f"{cls.__name__} reads no connection: use a product's settings class")
 
     @classmethod
     def common_fields(cls, conn: Any, extras: Extras, conn_label: str) -> dict[str, Any]:

@@ -321,6 +321,7 @@ def test_authorize_again_updates_the_existing_connection(
 # The installed console script ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the installed script in a process of its own, importing Airflow
 def test_console_script_authorize_with_a_pasted_url(emulator, cli_connections):
     """``canvas-oauth`` as installed, in its own process: prompt, paste, connection saved."""
     emulator.canvas.register_client(CLIENT_ID, CLIENT_SECRET, scopes=CANVAS_SCOPES)

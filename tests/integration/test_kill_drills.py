@@ -19,6 +19,8 @@ from lms_fixtures import postgres_connection_fields, stored_extra
 
 from airflow_provider_canvas.common import airflow_access as metadata
 
+pytestmark = pytest.mark.slow  # 4 worker processes per drill, each importing Airflow
+
 
 def _host(tmp_path, name: str) -> dict[str, str]:
     """A worker on a host of its own: its own state directory."""

@@ -208,6 +208,7 @@ def _run_workers(refresh_workers, conn_id: str, tmp_path: Path, envs: list[dict[
     return results
 
 
+@pytest.mark.slow  # 4 worker processes, each importing Airflow
 def test_4_processes_make_exactly_one_refresh(emulator, lms_connection, refresh_workers, tmp_path):
     conn_id = lms_connection("brightspace", expired=True)
 
@@ -227,6 +228,7 @@ def shared_lock_connection(request, make_connection) -> str:
     return make_connection("token_lock_redis", "redis", server.host, {"db": 0}, port=server.port)
 
 
+@pytest.mark.slow  # 4 worker processes per lock kind, each importing Airflow
 def test_shared_lock_serialises_processes_without_a_shared_file_lock(
     emulator, lms_connection, shared_lock_connection, refresh_workers, tmp_path
 ):

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+# A minute of benchmark runs (37 s of the 74 s unit tests took on the idle 2-core machine).
+@pytest.mark.slow
 def test_quick_benchmark_prints_medians_and_ratios() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--cases", "download,pagination"],

@@ -132,7 +132,7 @@ def read_sync(plan: Plan[T], get_json: Callable[[Page], Any]) -> T:
         while True:
             page = plan.send(get_json(page))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
 
 
 async def read_async(plan: Plan[T], get_json: Callable[[Page], Awaitable[Any]]) -> T:
@@ -142,4 +142,4 @@ async def read_async(plan: Plan[T], get_json: Callable[[Page], Awaitable[Any]]) 
         while True:
             page = plan.send(await get_json(page))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 import requests
@@ -32,11 +32,14 @@ from airflow_provider_canvas.exceptions import (
     LmsThrottledError,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 
 class DapApiRules(ApiRules):
     """DAP's answers: any 401 means the JWT is dead; errors carry DAP's type and uuid."""
 
-    def token_refused(self, response: requests.Response) -> bool:
+    def token_refused(self, response: requests.Response | httpx.Response) -> bool:
         return response.status_code == 401
 
     def error(self, response: Any, method: str, url: str, scope: str | None, conn_label: str) -> LmsError:

@@ -9,7 +9,6 @@ stream reads to the end with matching CRC and length, so anything found there la
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import requests
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob, object_file_name
 from airflow_provider_canvas.common.download import AuthorisedGet, StreamingDownload
 from airflow_provider_canvas.common.files import fsync_dir
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import DapObjectError, DownloadError
 
@@ -81,7 +81,7 @@ class DapObjectDownloader:
         base_url: str,
         timeout: tuple[float, float],
         retry: RetryPolicy,
-        log: logging.Logger,
+        log: Log,
     ) -> None:
         self._urls_for = urls_for
         self.log = log

@@ -22,9 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import pendulum
+from typing import Any, Literal
 
 from airflow_provider_canvas.brightspace.loading.sql import sqlstate
 from airflow_provider_canvas.canvas_data.loading.ledger import (
@@ -43,6 +41,7 @@ from airflow_provider_canvas.canvas_data.loading.schema import (
 from airflow_provider_canvas.canvas_data.loading.sql import DapSql
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder, DapTableState
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream
+from airflow_provider_canvas.common.times import parse_utc
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 
 log = logging.getLogger(__name__)
@@ -228,7 +227,7 @@ class DapTableLoader:
                 f"{name}: {qualified} does not exist and the first batch to load ({first.job_id}) is an "
                 "incremental: there is nothing to apply it to. Pull a snapshot of the table first"
             )
-        since = pendulum.parse(first.since) if first.since else None
+        since = parse_utc(first.since) if first.since else None
         if loaded.watermark is not None and (since is None or since > loaded.watermark):
             raise DapDataError(
                 f"{name}: incremental {first.job_id} starts at {first.since}, after {qualified}'s watermark "
@@ -285,7 +284,9 @@ class DapTableLoader:
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise DapDataError(f"{label}: pulled files are missing: {missing[:5]}; pull the table again")
-        mode = "incremental" if staged and batches[0].kind == "incremental" else "snapshot"
+        mode: Literal["snapshot", "incremental"] = (
+            "incremental" if staged and batches[0].kind == "incremental" else "snapshot"
+        )
         decoder = RecordDecoder(schema, with_deleted=staged)
         return RecordStream(decoder, files, mode=mode, label=label, base=folder.path)
 

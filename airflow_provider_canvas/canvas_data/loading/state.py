@@ -12,6 +12,7 @@ as ``schema-v<N>.json`` and each batch's files in ``<job_id>/`` (names as DAP ga
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -73,7 +74,7 @@ class DapTableState:
 class DapTableFolder:
     """The local folder of one table's pulled batches and its ``state.json``."""
 
-    def __init__(self, root: str | Path, namespace: str, table: str) -> None:
+    def __init__(self, root: str | os.PathLike[str], namespace: str, table: str) -> None:
         self.namespace = namespace
         self.table = table
         self.path = Path(root) / namespace / table

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import logging
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from airflow_provider_canvas.canvas_data.hooks.models import DapJob
 from airflow_provider_canvas.canvas_data.hooks.objects import PulledObject
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
 from airflow_provider_canvas.common.files import write_atomically
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, TokenLockTimeout
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -81,7 +81,7 @@ def record_batch(
     job: DapJob,
     since: str | None,
     pulled: Sequence[PulledObject],
-    log: logging.Logger,
+    log: Log,
 ) -> DapBatch | None:
     """Add the job's batch to the table's state; None (and a warning) if another pull moved it on.
 
