@@ -187,6 +187,7 @@ class LocalAirflow(AirflowClient):
         except BaseException:
             if admin is not None and admin.poll() is None:
                 admin.kill()
+                admin.communicate()
             self.stop()
             raise
 
