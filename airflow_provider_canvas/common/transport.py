@@ -6,10 +6,9 @@ A hook composes one :class:`Transport` with its token keeper, the shared retry p
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
@@ -151,20 +150,18 @@ class Transport:
         refreshed = False
         while True:
             access_token = self.tokens.access_token()
-            # A partial, not a closure: the retries send this round's token, bound now.
-            send = functools.partial(
-                self.session.request,
-                method,
-                url,
-                params=params,
-                data=data,
-                json=json,
-                stream=stream,
-                headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
-                timeout=self.timeout,
-            )
             response = self.retry.send(
-                send,
+                partial(
+                    self.session.request,
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    json=json,
+                    stream=stream,
+                    headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
+                    timeout=self.timeout,
+                ),
                 method=method,
                 url=url,
                 repeatable=method in SAFE_TO_REPEAT,

@@ -196,7 +196,7 @@ class LmsHook(ConnectedHook):
     @property
     def authorization_endpoint(self) -> str:
         """Where a person consents (OAuth2 authorization endpoint)."""
-        return self.settings.authorization_endpoint
+        raise NotImplementedError
 
     def authorization_params(self) -> dict[str, str]:
         """Platform-specific parameters of the authorization URL."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from airflow_provider_canvas.common.connection import Extras
-from airflow_provider_canvas.common.connection_checks import check_base_url, parse_scopes
+from airflow_provider_canvas.common.connection import parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.tokens.oauth_client import OAuthSettings
 
@@ -18,31 +18,26 @@ class LmsSettings(OAuthSettings):
     platform: ClassVar[str]
     #: What the host field should look like, for messages.
     example_host: ClassVar[str]
+    #: Each product's URL fields (see :class:`~airflow_provider_canvas.common.connection.SettingsClass`).
+    url_fields: ClassVar[Mapping[str, tuple[str, str]]]
 
     #: The space-separated ``scopes`` field (None: not set).
     scopes: str | None
     expiry_buffer_seconds: int
     lock_conn_id: str | None
     redirect_uri: str | None
-    extras: Extras
-
-    if TYPE_CHECKING:
-        # Declared for type checkers only: a field of BrightspaceSettings, a property of CanvasSettings.
-        # Here at run time, it would become the default of Brightspace's field.
-        @property
-        def authorization_endpoint(self) -> str:
-            """Where a person consents (the OAuth2 authorization endpoint)."""
-            ...
+    #: The connection's extra, legacy key names folded (see ``plain_extras``).
+    extras: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def parse(cls, conn: Any, extras: Extras, conn_label: str) -> LmsSettings:
+    def parse(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> LmsSettings:
         """The connection as one product reads it: CanvasSettings and BrightspaceSettings define this."""
         raise NotImplementedError(f"{cls.__name__} reads no connection: use a product's settings class")
 
     @classmethod
-    def common_fields(cls, conn: Any, extras: Extras, conn_label: str) -> dict[str, Any]:
-        """The shared fields, checked: the host, the scopes; what a product's ``parse`` starts from."""
-        base_url = check_base_url(f"the host of {conn_label}", conn.host, cls.example_host)
+    def common_fields(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> dict[str, Any]:
+        """The shared fields (the scopes checked); what a product's ``parse`` starts from."""
+        base_url = conn.host.strip().rstrip("/") if isinstance(conn.host, str) else conn.host
         scopes = extras.get("scopes")
         if scopes:
             try:
