@@ -34,12 +34,6 @@ def _wait_until(condition: object, timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} did not happen in {timeout}s")
 
 
-def _local_task_log(airflow: LocalAirflow, run_id: str, task_id: str) -> str:
-    """A task's log as its supervisor writes it to this host's disk: readable while the api-server is down."""
-    folder = airflow.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
-    return "".join(path.read_text(errors="replace") for path in sorted(folder.glob("attempt=*.log")))
-
-
 def test_an_ephemeral_worker_whose_save_fails_loses_nothing(local_airflow: LocalAirflow, emulator):
     conn_id = "brightspace_custody"
     issued = emulator.brightspace.issue_tokens(CLIENT_ID)
@@ -58,12 +52,11 @@ def test_an_ephemeral_worker_whose_save_fails_loses_nothing(local_airflow: Local
     first = local_airflow.trigger(DAG_ID, conf)
     _wait_until(lambda: local_airflow.get_variable(variable), 240, "the central copy")
     local_airflow.kill("api-server")
-    # Down until the stall and the three save attempts are over and the task reported the failed save.
-    _wait_until(
-        lambda: "nothing is lost and this task goes on" in _local_task_log(local_airflow, first, "call_api"),
-        240,
-        "the failed save",
-    )
+    # Down for longer than the stall plus the three save attempts (about 4 s): the save fails. A fixed
+    # wait, as nothing observable from here says the attempts are over: the task's log reaches the disk
+    # through its supervisor, which waits for the dead Execution API (the local log stopped after the
+    # second attempt when this test waited for the third).
+    time.sleep(25)
     local_airflow.restart("api-server")
     assert local_airflow.wait_for_run(DAG_ID, first, timeout=240) == "success"  # the task went on
     assert "nothing is lost and this task goes on" in local_airflow.task_log(DAG_ID, first, "call_api")
