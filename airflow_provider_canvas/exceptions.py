@@ -112,6 +112,11 @@ class DapJobError(LmsError):
     """A Canvas Data 2 (DAP) query job failed, expired, or did not finish in time."""
 
 
+class DapSnapshotRequiredError(LmsApiError):
+    """DAP refused an incremental query (400 SnapshotRequiredError): the table was reloaded, only a
+    new snapshot can follow. The pull starts one by itself."""
+
+
 class DapObjectError(LmsError):
     """A Canvas Data 2 object could not be downloaded whole, or is not intact gzip; nothing was kept."""
 

@@ -25,7 +25,8 @@ from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import DapObjectError, DownloadError
 
 _CHUNK = 2**20
-#: How often the URLs of the objects left are asked for again after a download failed.
+#: How often in a row the URLs of the objects left are asked for again after a download failed. A
+#: saved object resets the count: a long job outlives many URL lifetimes and still makes progress.
 URL_REFRESHES = 3
 
 
@@ -111,21 +112,23 @@ class DapObjectDownloader:
             len(pulled),
         )
         urls = self._urls_for(todo)
-        refreshes = 0
+        refreshes = in_a_row = 0
         for number, object_id in enumerate(todo, 1):
             name = names[job.objects.index(object_id)]
             while True:
                 try:
                     pulled[object_id] = self._fetch(object_id, urls[object_id], directory, name, attempts)
+                    in_a_row = 0
                     break
                 except (DownloadError, DapObjectError) as err:
-                    if refreshes >= URL_REFRESHES:
+                    if in_a_row >= URL_REFRESHES:
                         raise DapObjectError(
                             f"job {job.id}: object {number} of {len(todo)} ({name}) could not be downloaded "
-                            f"after {refreshes} new URLs ({err}); the job's files already on disk are kept "
-                            "and the next run goes on from them"
+                            f"with {in_a_row} new URLs in a row ({err}); nothing was recorded: the next "
+                            "run of the pull starts a new job from the same watermark"
                         ) from None
                     refreshes += 1
+                    in_a_row += 1
                     left = todo[number - 1 :]
                     self.log.warning(
                         "%s: %s; asking DAP for new URLs of the %d object(s) left", name, err, len(left)
@@ -139,6 +142,8 @@ class DapObjectDownloader:
                 name,
                 pulled[object_id].records,
             )
+        if refreshes:
+            self.log.info("Job %s: %d new URL set(s) asked for in all", job.id, refreshes)
         return [pulled[o] for o in job.objects]
 
     def _fetch(self, object_id: str, url: str, directory: Path, name: str, attempts: int) -> PulledObject:

@@ -70,6 +70,25 @@ class DapTableState:
             return replace(self, batches=(batch,))
         return replace(self, batches=(*self.batches, batch))
 
+    def replacing(self, job_id: str, batch: DapBatch) -> DapTableState:
+        """``batch`` (a re-pull of the same window) in the place of the batch of ``job_id``."""
+        return replace(self, batches=tuple(batch if b.job_id == job_id else b for b in self.batches))
+
+
+def force_snapshot_remedy(table: str) -> str:
+    """How a person makes the pull start the table over: the option to set, as it is written."""
+    return f"run the pull (CanvasDataPullOperator) with force_snapshot=[{table!r}], then load"
+
+
+def repull_remedy(job_ids: Sequence[str]) -> str:
+    """How a person has batches pulled again: the option to set, as it is written."""
+    return f"run the pull (CanvasDataPullOperator) with repull_batches={sorted(set(job_ids))!r}, then load"
+
+
+def job_of(name: str) -> str:
+    """The job id of a batch file named relative to its table folder (``<job id>/<file>``)."""
+    return Path(name).parts[0]
+
 
 class DapTableFolder:
     """The local folder of one table's pulled batches and its ``state.json``."""

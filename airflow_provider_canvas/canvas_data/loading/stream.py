@@ -28,6 +28,7 @@ from airflow_provider_canvas.canvas_data.loading.records import (
     RecordDecoder,
     describe,
 )
+from airflow_provider_canvas.canvas_data.loading.state import job_of, repull_remedy
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class RecordStream:
             except (OSError, EOFError, zlib.error) as err:
                 raise DapDataError(
                     f"{self.label}: {name} is not a complete gzip JSON Lines file ({err}); "
-                    "pull the batch again"
+                    f"{repull_remedy([job_of(name)])}"
                 ) from None
             self.per_file[path] = (self.rows - rows_before, self.deletes - deletes_before)
         if self.skipped:

@@ -41,8 +41,10 @@ class CanvasDataLoadOperator(BaseOperator):
 
     The table is an Asset (:func:`canvas_data_table_asset`) in ``outlets``; with a templated
     ``postgres_conn_id``, ``schema``, ``table`` or ``target_table`` it is added through an AssetAlias
-    at run time. Its event's extra says what the load did. OpenLineage (when its provider is
-    installed): the pulled files loaded as inputs, the table with its columns as the output.
+    at run time, as through an ``AssetAlias`` given as the only outlet (a load mapped over the
+    tables of ``CanvasDataPullOperator(tables="all")``). Its event's extra says what the load did.
+    OpenLineage (when its provider is installed): the pulled files loaded as inputs, the table
+    with its columns as the output.
 
     :param namespace: DAP namespace, e.g. ``canvas`` (templated).
     :param table: DAP table name, e.g. ``accounts`` (templated).
@@ -84,6 +86,9 @@ class CanvasDataLoadOperator(BaseOperator):
                 kwargs["outlets"] = [self.alias]
             else:
                 kwargs["outlets"] = [canvas_data_table_asset(*named)]
+        elif [type(o) for o in kwargs["outlets"]] == [AssetAlias]:
+            # Given one alias (a load mapped over tables known only at run time): events go through it.
+            self.alias = kwargs["outlets"][0]
         super().__init__(**kwargs)
         self.namespace = namespace
         self.table = table
