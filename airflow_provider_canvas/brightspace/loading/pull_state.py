@@ -101,6 +101,16 @@ def location_uri(location: str | os.PathLike[str] | ObjectStoragePath) -> str:
     return path.as_uri() if path is not None else str(location)
 
 
+def storage_root(location: str | os.PathLike[str] | ObjectStoragePath) -> Path | ObjectStoragePath:
+    """A local ``Path``, or an ObjectStoragePath for a URL such as ``s3://conn_id@bucket/prefix``.
+
+    Templated locations render to text, so a URL given as text is made an ObjectStoragePath here
+    (its connection, if any, named before the ``@``).
+    """
+    path = local_path(location)
+    return path if path is not None else object_store_path(location)
+
+
 def copy_to_object_store(local: Path, target: ObjectStoragePath) -> None:
     """Stream a finished local file to an object store; the object appears when the upload ends."""
     with open(local, "rb") as src:
@@ -126,9 +136,9 @@ class DataSetFolder:
     def __init__(self, root: str | os.PathLike[str] | ObjectStoragePath, data_set: str) -> None:
         self.data_set = data_set
         self.slug = slug(data_set)
-        base = local_path(root)
-        self.is_local = base is not None
-        self.path: Any = (base if base is not None else object_store_path(root)) / self.slug
+        base = storage_root(root)
+        self.is_local = isinstance(base, Path)
+        self.path: Any = base / self.slug
 
     @property
     def uri(self) -> str:

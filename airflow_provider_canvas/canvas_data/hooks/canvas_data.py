@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from pathlib import Path
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 import requests
 
+from airflow_provider_canvas.brightspace.loading.pull_state import storage_root
 from airflow_provider_canvas.canvas_data.connection import DapSettings
 from airflow_provider_canvas.canvas_data.hooks.auth import DapLogin, DapTokenCache, token_minutes
 from airflow_provider_canvas.canvas_data.hooks.models import (
@@ -40,6 +41,7 @@ from airflow_provider_canvas.exceptions import (
 
 if TYPE_CHECKING:
     import httpx
+    from airflow.sdk import ObjectStoragePath
 
 
 class DapApiRules(ApiRules):
@@ -239,9 +241,12 @@ class CanvasDataHook(ApiHook):
         return {o: str(urls[o]["url"] if isinstance(urls[o], Mapping) else urls[o]) for o in object_ids}
 
     def download_objects(
-        self, job: DapJob, directory: str | Path, *, attempts: int = 5
+        self, job: DapJob, directory: str | PathLike[str] | ObjectStoragePath, *, attempts: int = 5
     ) -> list[PulledObject]:
-        """Every object of a complete job into ``directory``, each verified whole before its final name."""
+        """Every object of a complete job into ``directory``, each verified whole before its final name.
+
+        ``directory``: a local folder, or an ObjectStoragePath / URL (``s3://conn_id@bucket/...``).
+        """
         downloader = DapObjectDownloader(
             urls_for=self.object_urls,
             session=self.session,
@@ -251,7 +256,7 @@ class CanvasDataHook(ApiHook):
             retry=self.retry,
             log=self.log,
         )
-        return downloader.download(job, Path(directory), attempts=attempts)
+        return downloader.download(job, storage_root(directory), attempts=attempts)
 
     # The Test button --------------------------------------------------------------------------
 

@@ -100,6 +100,16 @@ class DapTableLoader:
             self.conn.rollback()
             raise
 
+    def applied_jobs(self, target: str) -> frozenset[str]:
+        """The DAP job ids the ledger lists as loaded into ``schema.target`` (none if the table is gone)."""
+        self.ensure_ledger()
+        try:
+            with self.conn.cursor() as cur:
+                loaded = self.ledger.read(cur, target) if self.db.table_exists(cur, target) else None
+        finally:
+            self.conn.rollback()
+        return loaded.job_ids if loaded is not None else frozenset()
+
     def load(self, folder: DapTableFolder, target: str | None = None) -> DapLoadResult:
         """Apply the batches of ``folder`` not loaded yet to ``schema.target`` (default: DAP's name)."""
         target = target or folder.table

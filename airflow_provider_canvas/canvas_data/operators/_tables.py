@@ -1,7 +1,7 @@
 """What the Canvas Data 2 pull does in one table's folder: schemas, batches and their ``state.json``.
 
 The folder layout and state are :mod:`airflow_provider_canvas.canvas_data.loading.state`, shared with the
-load. A batch enters the state only after all its files are on disk and verified, and only if the
+load. A batch enters the state only after all its files are stored and verified, and only if the
 state still ends where the job began (another pull may have advanced it meanwhile).
 """
 
@@ -19,7 +19,6 @@ import pendulum
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob
 from airflow_provider_canvas.canvas_data.hooks.objects import PulledObject
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
-from airflow_provider_canvas.common.files import write_atomically
 from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, TokenLockTimeout
 
@@ -91,16 +90,22 @@ def check_name(what: str, value: str) -> str:
 def save_schema(folder: DapTableFolder, body: dict[str, Any]) -> int:
     """Keep DAP's schema answer as ``schema-v<N>.json`` (once per version); returns N."""
     version = int(body["version"])
-    target = folder.schema_file(version)
-    if not target.exists():
-        folder.path.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, json.dumps(body, indent=2) + "\n")
+    if not folder.schema_file(version).exists():
+        folder.write_text(folder.schema_file(version).name, json.dumps(body, indent=2) + "\n")
     return version
 
 
 @contextlib.contextmanager
 def table_lock(folder: DapTableFolder, timeout: float) -> Iterator[None]:
-    """Serialise the read-modify-write of one table's ``state.json`` on this host."""
+    """Serialise the read-modify-write of one table's ``state.json`` on this host.
+
+    On object storage there is no lock to take: ``state.json`` has a single writer because one pull
+    of a location runs at a time (``max_active_runs=1``), and a pull that finds the state moved on
+    while its job ran records nothing (:func:`record_batch`).
+    """
+    if not folder.is_local:
+        yield
+        return
     from airflow_provider_canvas.common import airflow_access as metadata
     from airflow_provider_canvas.tokens.locks import file_lock
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.configuration import conf
@@ -19,6 +20,7 @@ from airflow_provider_canvas.canvas_data.hooks.models import (
     THROTTLE_WINDOW_SECONDS,
     DapJob,
 )
+from airflow_provider_canvas.canvas_data.loading.retention import DEFAULT_KEEP, apply_retention
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
 from airflow_provider_canvas.canvas_data.operators._tables import (
     ALL_TABLES,
@@ -40,12 +42,19 @@ from airflow_provider_canvas.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
 
-def canvas_data_asset(location: str | os.PathLike[str], namespace: str, table: str) -> Asset:
-    """The asset a pull updates for ``namespace.table`` under ``location``; schedule loads on it."""
-    return Asset(uri=location_uri(DapTableFolder(location, namespace, table).path))
+def canvas_data_asset(
+    location: str | os.PathLike[str] | ObjectStoragePath, namespace: str, table: str
+) -> Asset:
+    """The asset a pull updates for ``namespace.table`` under ``location``; schedule loads on it.
+
+    Named by the data's place only: an object store's connection id (``s3://conn_id@bucket``) is left
+    out, and no connection is read (DAG files call this while they are parsed).
+    """
+    parts = urlsplit(f"{location_uri(location).rstrip('/')}/{namespace}/{table}")
+    return Asset(uri=parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
 
 
 def _is_template(value: Any) -> bool:
@@ -80,9 +89,15 @@ class CanvasDataPullOperator(BaseOperator):
     what arrived. Returns (XCom) ``{table: {kind, job_id, schema_version, since, until, files,
     records, bytes}}``: its keys are what ``tables="all"`` resolved to, for loads mapped over them.
 
+    Before each table's job, batches every registered load has applied and that are older than
+    ``keep_applied`` are removed (:mod:`~airflow_provider_canvas.canvas_data.loading.retention`).
+
     :param tables: DAP table names, a list or a template rendering to one, or ``"all"``: every table
         DAP lists in the namespace at run time (templated).
-    :param location: a local folder, shared with the load task (templated).
+    :param location: where the batches go: a local folder, or an ObjectStoragePath / URL such as
+        ``s3://aws_conn_id@bucket/prefix`` that every worker host reaches (templated). On object
+        storage run one pull of a location at a time (``max_active_runs=1``): it is the single
+        writer of each table's ``state.json``.
     :param namespace: DAP namespace; default the connection's (``canvas``) (templated).
     :param canvas_data_conn_id: the ``canvas_data`` connection (templated).
     :param deferrable: wait for the jobs in the triggerer.
@@ -96,6 +111,8 @@ class CanvasDataPullOperator(BaseOperator):
         Only for batches the load has not applied: it names them in its error.
     :param throttle_window_seconds: the wait after a 429 without ``Retry-After`` (default 60).
     :param job_creation_rate: (calls, seconds) the job creations are paced under (default (5, 60)).
+    :param keep_applied: how long batches every load has applied are kept (default 7 days);
+        None keeps everything.
     """
 
     template_fields: Sequence[str] = (
@@ -111,7 +128,7 @@ class CanvasDataPullOperator(BaseOperator):
         self,
         *,
         tables: Sequence[str] | str,
-        location: str | os.PathLike[str],
+        location: str | os.PathLike[str] | ObjectStoragePath,
         namespace: str | None = None,
         canvas_data_conn_id: str = CanvasDataHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -123,6 +140,7 @@ class CanvasDataPullOperator(BaseOperator):
         repull_batches: Sequence[str] | str = (),
         throttle_window_seconds: float = THROTTLE_WINDOW_SECONDS,
         job_creation_rate: tuple[int, float] = JOB_CREATION_RATE,
+        keep_applied: timedelta | None = DEFAULT_KEEP,
         **kwargs: Any,
     ) -> None:
         self.alias: AssetAlias | None = None
@@ -152,6 +170,7 @@ class CanvasDataPullOperator(BaseOperator):
         self.repull_batches = repull_batches
         self.throttle_window_seconds = throttle_window_seconds
         self.job_creation_rate = job_creation_rate
+        self.keep_applied = keep_applied
 
     def _hook(self) -> CanvasDataHook:
         return CanvasDataHook(
@@ -233,6 +252,9 @@ class CanvasDataPullOperator(BaseOperator):
         repull: DapBatch | None = None,
     ) -> dict[str, Any]:
         folder = DapTableFolder(self.location, namespace, check_name("table", table))
+        if self.keep_applied is not None:
+            with table_lock(folder, self.lock_timeout):
+                apply_retention(folder, self.keep_applied, logger=self.log)
         since = folder.read_state().watermark
         until = None
         if force:
