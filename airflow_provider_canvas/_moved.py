@@ -94,7 +94,9 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         # The import system stamped the old path's spec on the module: give it back its own.
-        module.__spec__ = module.__spec__.loader_state
+        moved = module.__spec__
+        assert moved is not None  # create_module's spec, which the import system set before this call
+        module.__spec__ = moved.loader_state
 
 
 def install() -> None:

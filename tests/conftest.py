@@ -1,12 +1,11 @@
-"""Test set-up shared by every test: an isolated Airflow home with a migrated SQLite metadata DB, and the
-session's PostgreSQL (the machine's, or an embedded one: airflow_provider_canvas.testing.postgres)."""
+"""Test set-up shared by every test: an isolated Airflow home whose SQLite metadata DB is migrated once, for
+the tests that use it (``metadata_db``), the session's PostgreSQL (the machine's, or an embedded one:
+airflow_provider_canvas.testing.postgres) and the markers that pick the fast loop (README, "Fast loop")."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -33,7 +32,6 @@ from redis_server import RedisServer, redis_for_tests  # noqa: E402
 
 from airflow_provider_canvas.testing.postgres import PostgresServer, postgres_server  # noqa: E402
 
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 # Where an embedded PostgreSQL keeps its data for the session (ignored by git), one directory per session.
 SCRATCH = Path(__file__).resolve().parents[1] / ".scratch"
 _session_resources = ExitStack()
@@ -47,7 +45,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _session_resources.callback(shutil.rmtree, scratch, ignore_errors=True)
     # Started here, before any test module reads the address, and exported to every subprocess.
     _postgres = _session_resources.enter_context(postgres_server(scratch))
-    subprocess.run([AIRFLOW, "db", "migrate"], check=True, capture_output=True, env=os.environ)
+
+
+# Marks by folder, so `-m` picks a layer without a marker in each file: tests/e2e start a real Airflow,
+# tests/integration use the emulator over HTTP, PostgreSQL and Redis, tests/unit nothing of the kind.
+_LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        layer = item.path.relative_to(tests).parts[0]
+        if layer in _LAYERS and layer not in {mark.name for mark in item.iter_markers()}:
+            item.add_marker(layer)
+
+
+@pytest.fixture(scope="session")
+def metadata_db() -> None:
+    """The SQLite metadata DB of this session's Airflow home, migrated on first use.
+
+    In this process, as ``airflow db migrate`` does for a new database (tables from the ORM, stamped), but
+    without a second interpreter importing Airflow: a run whose tests need no DB does not pay for it.
+    """
+    from airflow.utils.db import initdb
+
+    initdb()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -62,7 +62,7 @@ def check_connection(
         token_check = hook.check_access_token(tokens)
         lines = [_token_line(token_check), _expiry_line(tokens)]
         # Brightspace refreshes ask for the connection's scopes (a default when unset).
-        stored = hook.refresh_scope if platform == "brightspace" else hook.extra("scopes")
+        stored = hook.settings.refresh_scope if platform == "brightspace" else hook.extra("scopes")
         recorded = parse_scopes(platform, [stored or ""])
         required = _required(platform, scopes, dag_folder)
         if platform == "brightspace" and not required:

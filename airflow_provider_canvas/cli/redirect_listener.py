@@ -26,7 +26,7 @@ class RedirectListener:
                 f"cannot listen on 127.0.0.1:{port} for the redirect ({err.strerror}): free the port, or "
                 "register a redirect URI with a free port above 1024, e.g. http://127.0.0.1:8765/canvas-oauth"
             ) from None
-        self._server.listener = self  # type: ignore[attr-defined]
+        self._server.listener = self
 
     def wait(self, timeout: float) -> str:
         """The redirect URL (path and query); requests to other paths (favicon) are answered 404."""
@@ -47,6 +47,8 @@ class RedirectListener:
 
 
 class _OneShotServer(http.server.HTTPServer):
+    listener: RedirectListener  # set right after construction; the handler reports to it
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks its own name up (reverse DNS), which can hang offline.
         socketserver.TCPServer.server_bind(self)

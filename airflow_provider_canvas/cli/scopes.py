@@ -98,10 +98,7 @@ def scopes_in_dags(dag_folder: str | Path) -> ScopeReport:
     mapped task's arguments are only known at run time, so it counts with every scope its class
     can use.
     """
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow before 3.1
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    from airflow.dag_processing.dagbag import DagBag
 
     folder = Path(dag_folder)
     if not folder.exists():

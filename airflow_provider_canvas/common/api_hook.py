@@ -21,8 +21,11 @@ class ApiHook(ConnectedHook):
 
     #: The API's answers: refusals, pacing, what a dead token looks like.
     api_rules: ClassVar[ApiRules] = ApiRules()
-    #: Where the access tokens come from (a subclass's ``cached_property``).
-    tokens: AccessTokens
+
+    @property
+    def tokens(self) -> AccessTokens:
+        """Where the access tokens come from: each subclass's ``cached_property``."""
+        raise NotImplementedError
 
     @property
     def base_url(self) -> str:

@@ -54,8 +54,9 @@ Settings = TypeVar("Settings", covariant=True)
 
 
 class SettingsClass(Protocol[Settings]):
-    #: The URL fields of the settings: name -> (what it is called in messages, an example).
-    url_fields: ClassVar[Mapping[str, tuple[str, str]]]
+    #: The URL fields of the settings: name -> (what it is called in messages, an example). A class
+    #: attribute of the settings class, declared without ClassVar: the class object is what matches.
+    url_fields: Mapping[str, tuple[str, str]]
 
     def parse(self, conn: Any, extras: Mapping[str, Any], conn_label: str) -> Settings: ...
 

@@ -5,7 +5,6 @@ Nothing here is Brightspace-specific: a hook hands in its authorised GET and its
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 import requests
 
 from airflow_provider_canvas.common.files import fsync_dir, start_writeback
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.net import absolute_url, redact_url, same_host
 from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.common.zip_check import CheckedZip, ZipStreamCheck
@@ -72,7 +72,7 @@ class StreamingDownload:
         session: requests.Session,
         timeout: tuple[float, float],
         retry: RetryPolicy,
-        log: logging.Logger,
+        log: Log,
     ) -> None:
         self.base_url = base_url
         self._authorised_get = authorised_get

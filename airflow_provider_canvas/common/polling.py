@@ -7,12 +7,12 @@ an optional first wait, a last look when the deadline has passed, and cancellati
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.exceptions import LmsError, LmsThrottledError, LmsUnavailableError
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class Poll:
         check: Callable[[], Awaitable[T | None]],
         *,
         what: str,
-        log: logging.Logger,
+        log: Log,
         transient: tuple[type[BaseException], ...] = TRANSIENT,
     ) -> Waited[T]:
         """Call ``check`` until it returns something other than None, the deadline passes or it fails.
@@ -101,6 +101,6 @@ class Poll:
                 return Waited("timeout", message=f"{what} did not end before the deadline")
             await asyncio.sleep(self.pause())
 
-    def until_in_task(self, check: Callable[[], T | None], *, what: str, log: logging.Logger) -> Waited[T]:
+    def until_in_task(self, check: Callable[[], T | None], *, what: str, log: Log) -> Waited[T]:
         """:meth:`until` for a task that waits itself: ``check`` (blocking) runs in a thread."""
         return asyncio.run(self.until(lambda: asyncio.to_thread(check), what=what, log=log))

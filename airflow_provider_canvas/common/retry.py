@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.net import (
     UNUSABLE_REQUEST,
     backoff_seconds,
@@ -46,7 +47,7 @@ class RetryPolicy:
     max_backoff_seconds: float = 60.0
     throttle_seconds: float | None = None
     throttled: Callable[[Any], bool] = field(default=is_throttled, repr=False)
-    log: logging.Logger = field(default=_log, repr=False, compare=False)
+    log: Log = field(default=_log, repr=False, compare=False)
 
     def backoff(self, attempt: int) -> float:
         """The wait before the ``attempt``-th retry (1-based)."""

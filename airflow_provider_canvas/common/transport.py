@@ -6,14 +6,14 @@ A hook composes one :class:`Transport` with its token keeper, the shared retry p
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from functools import cached_property, partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.net import (
     SAFE_TO_REPEAT,
     absolute_url,
@@ -31,6 +31,9 @@ from airflow_provider_canvas.exceptions import (
     LmsThrottledError,
     LmsUnavailableError,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -72,7 +75,7 @@ class ApiRules:
         """Who a token belongs to, from the API's whoami answer."""
         return "user unknown"
 
-    def token_refused(self, response: requests.Response) -> bool:
+    def token_refused(self, response: requests.Response | httpx.Response) -> bool:
         """A 401 that means the access token is dead (refresh it and send once more)."""
         return response.status_code == 401 and "WWW-Authenticate" in response.headers
 
@@ -106,7 +109,7 @@ class Transport:
         timeout: tuple[float, float],
         conn_label: str,
         rules: ApiRules | None = None,
-        log: logging.Logger,
+        log: Log,
     ) -> None:
         self.base_url = base_url
         self.tokens = tokens

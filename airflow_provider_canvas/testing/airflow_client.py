@@ -90,8 +90,8 @@ class AirflowClient:
         schema: str | None = None,
     ) -> None:
         """Create or replace a connection (over REST, so no password shows on a command line)."""
-        body = {"connection_id": conn_id, "conn_type": conn_type, "host": host, "login": login}
-        body |= {"password": password, "extra": None if extra is None else json.dumps(extra)}
+        body: dict[str, Any] = {"connection_id": conn_id, "conn_type": conn_type, "host": host}
+        body |= {"login": login, "password": password, "extra": None if extra is None else json.dumps(extra)}
         body |= {"port": port, "schema": schema}
         if self.api("POST", "/connections", json=body, ok=(201, 409)).status_code == 409:
             self.api("PATCH", f"/connections/{conn_id}", json=body)

@@ -149,8 +149,10 @@ class GeneratedZip(ZipSource):
         size = self._csv_len
         # made by, needed, flags, method, time, date, crc, sizes, name/extra/comment lengths, disk,
         # internal attrs, external attrs (a regular 0644 file), offset of the local header (0).
-        fields = (20, 20, 0x800, 0, self._dos_time, self._dos_date, self._crc32(), size, size)
-        fields += (len(self._name), 0, 0, 0, 0, 0o100644 << 16, 0)
+        fields = (
+            20, 20, 0x800, 0, self._dos_time, self._dos_date, self._crc32(), size, size,
+            len(self._name), 0, 0, 0, 0, 0o100644 << 16, 0,
+        )  # fmt: skip
         central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", *fields) + self._name
         end = struct.pack(
             "<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central), self._local_len + self._csv_len, 0

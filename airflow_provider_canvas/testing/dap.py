@@ -319,10 +319,10 @@ class DapEmulator:
         job_id = str(uuid.uuid4())
         if query.since is not None:
             records, end = table.incremental(query.since, query.until)
-            stamps = {"since": query.since, "until": end}
+            at, since = None, query.since
         else:
             records, at = table.snapshot()
-            stamps = {"at": at}
+            since = end = None
         value_schema = {c.name: c.schema for c in table.columns}
         lines = renderer(
             query.format, ["id"], value_schema, incremental=kind == "incremental", mode=query.mode
@@ -332,7 +332,8 @@ class DapEmulator:
         )
         job = DapJob(
             job_id, namespace, table.name, kind, table.version, time.monotonic(), self.job_seconds, objects,
-            query=same, fail_message=self._fail_next.pop(0) if self._fail_next else None, **stamps,
+            query=same, fail_message=self._fail_next.pop(0) if self._fail_next else None,
+            at=at, since=since, until=end,
         )  # fmt: skip
         self.jobs[job_id] = job
         self.objects.update({o.object_id: o for o in objects})
@@ -398,10 +399,11 @@ class DapEmulator:
         source = found.source
         headers = {"Content-Type": "application/gzip", "Accept-Ranges": "bytes"}
         span = (0, source.size)
-        if request.header("range"):
-            span = byte_range(request.header("range") or "", source.size)  # type: ignore[assignment]
-            if span is None:
+        if asked := request.header("range"):
+            satisfiable = byte_range(asked, source.size)
+            if satisfiable is None:
                 return Response(416, b"", {"Content-Range": f"bytes */{source.size}"})
+            span = satisfiable
             headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{source.size}"
         status = 206 if "Content-Range" in headers else 200
         return Response(status, headers=headers, stream=source.iter_range(*span), length=span[1] - span[0])

@@ -187,6 +187,7 @@ class LocalAirflow(AirflowClient):
         except BaseException:
             if admin is not None and admin.poll() is None:
                 admin.kill()
+                admin.communicate()
             self.stop()
             raise
 
@@ -320,4 +321,6 @@ class LocalAirflow(AirflowClient):
             return True  # the api-server answered, which is all it can report
         report = health.get(HEALTH_KEYS[component]) or {}
         beat = report.get(f"latest_{HEALTH_KEYS[component]}_heartbeat")
-        return report.get("status") == "healthy" and bool(beat) and datetime.fromisoformat(beat) >= since
+        if not beat:
+            return False
+        return report.get("status") == "healthy" and datetime.fromisoformat(beat) >= since

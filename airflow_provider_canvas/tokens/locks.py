@@ -115,7 +115,7 @@ def postgres_lock(lock_conn: Connection, conn_id: str, timeout: float) -> Iterat
     # Passing the connection makes the hook work outside tasks too (the Task SDK reads none there).
     hook = PostgresHook(postgres_conn_id=lock_conn_id, connection=lock_conn)
     db = hook.get_conn()
-    db.autocommit = True
+    hook.set_autocommit(db, True)
     key = advisory_lock_key(conn_id)
     try:
         with db.cursor() as cursor:
@@ -181,8 +181,11 @@ class _LeaseKeeper:
     """
 
     def __init__(self, lock: Lock, what: str, acquired_at: float) -> None:
+        if lock.timeout is None:
+            raise ValueError(f"{what}: a lease needs a Redis lock with a TTL")
         self.lost = False
         self._lock = lock
+        self._ttl = float(lock.timeout)
         self._what = what
         self._extended_at = acquired_at
         self._stop = threading.Event()
@@ -203,13 +206,13 @@ class _LeaseKeeper:
             "authorize the connection again.",
             self._what,
             how,
-            self._lock.timeout,
+            self._ttl,
         )
 
     def _run(self) -> None:
         from redis.exceptions import LockNotOwnedError, RedisError
 
-        ttl = float(self._lock.timeout)
+        ttl = self._ttl
         delay = ttl / 3
         while not self._stop.wait(delay):
             try:

@@ -11,6 +11,7 @@ from pendulum import DateTime
 
 from airflow_provider_canvas.common.connection import MASKED as MASKED
 from airflow_provider_canvas.common.connection import extra_value as extra_value
+from airflow_provider_canvas.common.times import parse_utc
 
 #: The keys of a connection's extra that hold token state, written by the hook.
 TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
@@ -59,7 +60,7 @@ class TokenSet:
         return cls(
             access_token=extra_value(extra, platform, "access_token"),
             refresh_token=extra_value(extra, platform, "refresh_token"),
-            expires_at=pendulum.parse(expires_at).in_tz("UTC") if expires_at else None,
+            expires_at=parse_utc(expires_at) if expires_at else None,
         )
 
     @classmethod

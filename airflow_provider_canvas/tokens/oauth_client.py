@@ -164,7 +164,7 @@ class OAuthClient:
             ) from None
 
     def error_message(
-        self, error: str, description: str | None, status: int, grant_type: str = "refresh_token"
+        self, error: str | None, description: str | None, status: int, grant_type: str = "refresh_token"
     ) -> str:
         """What the refusal means and what a person does about it."""
         said = f"(HTTP {status} {error}: {description or 'no description'})."

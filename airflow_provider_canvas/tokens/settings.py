@@ -18,6 +18,8 @@ class LmsSettings(OAuthSettings):
     platform: ClassVar[str]
     #: What the host field should look like, for messages.
     example_host: ClassVar[str]
+    #: Each product's URL fields (see :class:`~airflow_provider_canvas.common.connection.SettingsClass`).
+    url_fields: ClassVar[Mapping[str, tuple[str, str]]]
 
     #: The space-separated ``scopes`` field (None: not set).
     scopes: str | None
@@ -26,6 +28,11 @@ class LmsSettings(OAuthSettings):
     redirect_uri: str | None
     #: The connection's extra, legacy key names folded (see ``plain_extras``).
     extras: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def parse(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> LmsSettings:
+        """The connection as one product reads it: CanvasSettings and BrightspaceSettings define this."""
+        raise NotImplementedError(f"{cls.__name__} reads no connection: use a product's settings class")
 
     @classmethod
     def common_fields(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> dict[str, Any]:

@@ -48,11 +48,16 @@ def test_first_tokens_from_the_cli_serve_parallel_tasks(local_airflow: LocalAirf
             # The Airflow the scheduler uses (its database and Fernet key), as an admin's shell would.
             env={**local_airflow.env, "CANVAS_OAUTH_CLIENT_SECRET": CLIENT_SECRET},
         )
-        assert process.stdout is not None
-        url = next(line.strip() for line in process.stdout if line.strip().startswith("http"))
-        # The person approves: the emulator redirects the browser to the CLI's one-shot listener.
-        assert requests.get(url, timeout=30).ok
-        out, err = process.communicate(timeout=120)
+        try:
+            assert process.stdout is not None
+            url = next(line.strip() for line in process.stdout if line.strip().startswith("http"))
+            # The person approves: the emulator redirects the browser to the CLI's one-shot listener.
+            assert requests.get(url, timeout=30).ok
+            out, err = process.communicate(timeout=120)
+        finally:  # a failed step must not leave the CLI listening
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
         assert process.returncode == 0, err[-2000:]
         assert CLIENT_SECRET not in out + err
 

@@ -97,7 +97,8 @@ def test_api_server_restarted_while_a_task_saves_tokens(
 
     _wait_for(marker.exists, 120, "the task to stall after the refresh")
     local_airflow.kill("api-server", signal.SIGKILL)  # the save's PATCH meets a dead api-server
-    time.sleep(5)
+    saving = marker.with_name(f"{marker.name}.saving")
+    _wait_for(saving.exists, 120, "the task to start its save while the api-server is down")
     local_airflow.restart("api-server")
     back_at = pendulum.now("UTC")
 

@@ -52,7 +52,10 @@ def test_an_ephemeral_worker_whose_save_fails_loses_nothing(local_airflow: Local
     first = local_airflow.trigger(DAG_ID, conf)
     _wait_until(lambda: local_airflow.get_variable(variable), 240, "the central copy")
     local_airflow.kill("api-server")
-    # Down for longer than the stall plus the three save attempts (about 4 s): the save fails.
+    # Down for longer than the stall plus the three save attempts (about 4 s): the save fails. A fixed
+    # wait, as nothing observable from here says the attempts are over: the task's log reaches the disk
+    # through its supervisor, which waits for the dead Execution API (the local log stopped after the
+    # second attempt when this test waited for the third).
     time.sleep(25)
     local_airflow.restart("api-server")
     assert local_airflow.wait_for_run(DAG_ID, first, timeout=240) == "success"  # the task went on

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +27,11 @@ from airflow_provider_canvas.testing import LmsEmulator
 def emulator() -> Iterator[LmsEmulator]:
     with LmsEmulator() as emu:
         yield emu
+
+
+@pytest.fixture(autouse=True)
+def _metadata_db(metadata_db: None) -> None:
+    """Every test here may read connections and variables from the metadata DB (hooks, CLI, dag.test())."""
 
 
 @pytest.fixture
@@ -75,3 +87,102 @@ def schema() -> Iterator[str]:
     yield name
     with psycopg.connect(dsn(), autocommit=True) as db:
         db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+class RefreshWorker:
+    """One tests/integration/refresh_worker.py process ("a worker on another host"). A thread reads its
+    output, so a wait for a line never misses one that arrived together with the line before."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)  # end of output: the worker exited
+
+    def wait_for(self, marker: str, timeout: float = 180) -> None:
+        """Wait for an output line containing ``marker``; fail at once if the worker exits first."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"the worker exited before {marker!r}:\n{''.join(self.output)[-3000:]}")
+            self.output.append(line)
+            if marker in line:
+                return
+        raise TimeoutError(f"the worker did not print {marker!r} in {timeout}s")
+
+    def result(self, timeout: float = 120) -> dict[str, Any]:
+        """The JSON line the worker ends with, once it has exited."""
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        while not self._lines.empty():
+            if (line := self._lines.get_nowait()) is not None:
+                self.output.append(line)
+        lines = "".join(self.output).strip().splitlines()
+        assert lines, "the worker printed nothing"
+        try:
+            return json.loads(lines[-1])
+        except ValueError as err:
+            output = "".join(self.output)[-3000:]
+            raise AssertionError(f"the worker did not end with its result:\n{output}") from err
+
+    def reap(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+WORKER = Path(__file__).with_name("refresh_worker.py")
+
+
+@pytest.fixture
+def refresh_workers() -> Iterator[Callable[..., list[RefreshWorker]]]:
+    """Start workers that call the API once ``go`` exists: ``start(conn_id, go, envs)`` starts one per entry
+    of ``envs`` (extra environment), all at once, and returns when each is ready (connection read).
+
+    After the test every worker is killed if still running and reaped: also when the test failed or was
+    interrupted, so none is left polling for its go-file.
+    """
+    started: list[RefreshWorker] = []
+
+    def start(conn_id: str, go: Path, envs: list[dict[str, str]]) -> list[RefreshWorker]:
+        batch = []
+        for env in envs:
+            process = subprocess.Popen(
+                [sys.executable, str(WORKER), conn_id, str(go)],
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            started.append(worker := RefreshWorker(process))
+            batch.append(worker)
+        for worker in batch:  # they import Airflow side by side; each says "ready" once connected
+            worker.wait_for("ready")
+        return batch
+
+    yield start
+    for worker in started:
+        worker.reap()

@@ -38,6 +38,7 @@ def test_dag_shape_and_params(tmp_path):
     ]
 
 
+@pytest.mark.slow  # a whole dag.test() run of the example DAG
 def test_dag_run_pulls_and_loads_the_param_data_sets(
     emulator, lms_connection, make_connection, schema, tmp_path, monkeypatch
 ):

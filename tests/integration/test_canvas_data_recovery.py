@@ -231,6 +231,7 @@ def test_missing_files_name_repull_batches_and_an_unknown_job_id_is_refused(dap,
     assert load(tmp_path, schema)["rows_upserted"] == 120
 
 
+@pytest.mark.slow  # paces 60 job creations at 5 a second: 12 s by design
 def test_all_tables_are_listed_by_dap_and_paced_under_the_limit_without_a_429(make_connection, tmp_path):
     with DapEmulator(rows={"users": 5}, rate_window=1.0) as wide:  # 5 job creations a second
         wide.register_client(CLIENT_ID, CLIENT_SECRET)
@@ -245,6 +246,7 @@ def test_all_tables_are_listed_by_dap_and_paced_under_the_limit_without_a_429(ma
         assert wide.summary()["jobs"]["snapshot"] == len(result)
 
 
+@pytest.mark.slow  # paces 60 job creations at 5 a second: 12 s by design
 def test_deferred_the_jobs_complete_while_pacing_are_downloaded_before_the_rest_wait_in_the_trigger(
     make_connection, tmp_path
 ):

@@ -35,6 +35,7 @@ def _no_rate_limit(emulator) -> None:
     emulator.canvas.bucket_drain_per_second = 1_000_000.0
 
 
+@pytest.mark.slow  # 10,000 accounts in 200 pages
 def test_10000_account_tree_clamped_to_50_without_rel_last_each_account_once(emulator, lms_connection):
     conn_id = lms_connection("canvas", expired=False)
     emulator.canvas.generate_account_tree(10_000, root_id=1, fanout=10)

@@ -96,6 +96,7 @@ def _sso(conn_id: str, **kwargs: Any) -> CanvasSsoSettingsOperator:
 # Accounts ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 10,000 accounts in 200 pages
 def test_10000_account_tree_to_json_lines_each_account_once_memory_flat(emulator, make_connection, tmp_path):
     conn_id = _connect(emulator, make_connection, "canvas_prod")
     emulator.canvas.generate_account_tree(10_000, root_id=1, fanout=10)

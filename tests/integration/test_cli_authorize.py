@@ -321,6 +321,7 @@ def test_authorize_again_updates_the_existing_connection(
 # The installed console script ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the installed script in a process of its own, importing Airflow
 def test_console_script_authorize_with_a_pasted_url(emulator, cli_connections):
     """``canvas-oauth`` as installed, in its own process: prompt, paste, connection saved."""
     emulator.canvas.register_client(CLIENT_ID, CLIENT_SECRET, scopes=CANVAS_SCOPES)
@@ -340,10 +341,15 @@ def test_console_script_authorize_with_a_pasted_url(emulator, cli_connections):
             "AIRFLOW__CORE__FERNET_KEY": conf.get("core", "fernet_key", fallback=""),
         },
     )
-    assert process.stdout is not None and process.stdin is not None
-    url = next(line.strip() for line in process.stdout if line.strip().startswith("http"))
-    location = requests.get(url, allow_redirects=False, timeout=10).headers["Location"]
-    out, err = process.communicate(location + "\n", timeout=60)
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        url = next(line.strip() for line in process.stdout if line.strip().startswith("http"))
+        location = requests.get(url, allow_redirects=False, timeout=10).headers["Location"]
+        out, err = process.communicate(location + "\n", timeout=60)
+    finally:  # a failed step must not leave the CLI waiting for its paste
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
     assert process.returncode == 0, err
     assert "now holds tokens" in out

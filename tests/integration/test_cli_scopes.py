@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
+import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET
@@ -171,6 +172,7 @@ def _scope_pattern(scope: str) -> tuple[str, re.Pattern[str]]:
     return verb, re.compile("^" + re.sub(r":\w+", "[^/]+", path) + r"(\.json)?$")
 
 
+@pytest.mark.slow  # parses every example DAG
 def test_the_listed_scopes_are_exactly_what_the_example_dags_call(
     emulator,
     browser,  # noqa: F811 (the imported fixture)

@@ -10,49 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 from lms_fixtures import postgres_connection_fields, stored_extra
 
 from airflow_provider_canvas.common import airflow_access as metadata
 
-WORKER = Path(__file__).with_name("refresh_worker.py")
+pytestmark = pytest.mark.slow  # 4 worker processes per drill, each importing Airflow
 
 
-def _start(conn_id: str, state_dir: Path, go: Path, **env: str) -> subprocess.Popen[str]:
-    worker = subprocess.Popen(
-        [sys.executable, str(WORKER), conn_id, str(go)],
-        env={**os.environ, "AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(state_dir), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    _read_until(worker, "ready")
-    return worker
-
-
-def _read_until(worker: subprocess.Popen[str], marker: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.select([worker.stdout], [], [], 0.5)[0]:
-            line = worker.stdout.readline()
-            assert line, f"the worker exited before {marker!r}"
-            if marker in line:
-                return
-    raise TimeoutError(f"the worker did not reach {marker!r} in {timeout}s")
-
-
-def _result(worker: subprocess.Popen[str]) -> dict:
-    out, _ = worker.communicate(timeout=120)
-    return json.loads(out.strip().splitlines()[-1])
+def _host(tmp_path, name: str) -> dict[str, str]:
+    """A worker on a host of its own: its own state directory."""
+    return {"AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(tmp_path / f"host-{name}")}
 
 
 @pytest.fixture
@@ -63,23 +35,26 @@ def drill_connection(lms_connection, make_connection) -> str:
 
 
 @pytest.mark.parametrize("step", ["token_response", "durable_copy", "saved"])
-def test_a_worker_killed_during_a_refresh_with_its_disk_gone(emulator, drill_connection, tmp_path, step):
+def test_a_worker_killed_during_a_refresh_with_its_disk_gone(
+    emulator, drill_connection, refresh_workers, tmp_path, step
+):
     conn_id = drill_connection
     before = stored_extra(conn_id)["refresh_token"]
 
-    host_a = tmp_path / "host-a"
-    killed = _start(conn_id, host_a, tmp_path / "go-a", CANVAS_PROVIDER_DRILL_STALL=f"{step}:120")
+    [killed] = refresh_workers(
+        conn_id, tmp_path / "go-a", [_host(tmp_path, "a") | {"CANVAS_PROVIDER_DRILL_STALL": f"{step}:120"}]
+    )
     (tmp_path / "go-a").touch()
-    _read_until(killed, f"Drill: stalled after {step}")
+    killed.wait_for(f"Drill: stalled after {step}")
     os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
-    shutil.rmtree(host_a, ignore_errors=True)  # an ephemeral worker's disk goes with it
+    killed.process.wait()
+    shutil.rmtree(tmp_path / "host-a", ignore_errors=True)  # an ephemeral worker's disk goes with it
     assert emulator.refresh_count("brightspace") == 1  # the killed worker's refresh reached the server
 
     go = tmp_path / "go"
-    others = [_start(conn_id, tmp_path / f"host-{name}", go) for name in "bcd"]
+    others = refresh_workers(conn_id, go, [_host(tmp_path, name) for name in "bcd"])
     go.touch()
-    results = [_result(worker) for worker in others]
+    results = [worker.result() for worker in others]
     print(
         f"\n{step}: others {results}, consumed presentations {emulator.consumed_presentations('brightspace')}"
     )

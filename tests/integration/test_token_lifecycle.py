@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -24,8 +21,6 @@ from airflow_provider_canvas.exceptions import (
     MetadataWriteError,
     TokenSaveError,
 )
-
-WORKER = Path(__file__).with_name("refresh_worker.py")
 
 
 def test_proactive_refresh_saves_rotated_tokens_before_use(emulator, lms_connection):
@@ -204,37 +199,20 @@ def test_16_threads_make_exactly_one_refresh(emulator, lms_connection):
     assert emulator.consumed_presentations("brightspace") == 0
 
 
-def _run_workers(
-    conn_id: str, count: int, tmp_path: Path, env_per_worker: list[dict[str, str]]
-) -> list[dict]:
+def _run_workers(refresh_workers, conn_id: str, tmp_path: Path, envs: list[dict[str, str]]) -> list[dict]:
     go = tmp_path / "go"
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), conn_id, str(go)],
-            env={**os.environ, **env_per_worker[index]},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for index in range(count)
-    ]
-    for worker in workers:  # each says "ready" once imported and connected
-        while (line := worker.stdout.readline()) and line.strip() != "ready":
-            pass
-        assert line, "a worker died before it was ready"
+    workers = refresh_workers(conn_id, go, envs)
     go.touch()
-    results = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=120)
-        assert worker.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = [worker.result() for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * len(workers), results
     return results
 
 
-def test_4_processes_make_exactly_one_refresh(emulator, lms_connection, tmp_path):
+@pytest.mark.slow  # 4 worker processes, each importing Airflow
+def test_4_processes_make_exactly_one_refresh(emulator, lms_connection, refresh_workers, tmp_path):
     conn_id = lms_connection("brightspace", expired=True)
 
-    results = _run_workers(conn_id, 4, tmp_path, [{}] * 4)
+    results = _run_workers(refresh_workers, conn_id, tmp_path, [{}] * 4)
 
     assert sum(result["refreshes"] for result in results) == 1
     assert emulator.refresh_count("brightspace") == 1
@@ -250,8 +228,9 @@ def shared_lock_connection(request, make_connection) -> str:
     return make_connection("token_lock_redis", "redis", server.host, {"db": 0}, port=server.port)
 
 
+@pytest.mark.slow  # 4 worker processes per lock kind, each importing Airflow
 def test_shared_lock_serialises_processes_without_a_shared_file_lock(
-    emulator, lms_connection, shared_lock_connection, tmp_path
+    emulator, lms_connection, shared_lock_connection, refresh_workers, tmp_path
 ):
     # A connection id of its own: the machine's PostgreSQL and Redis may serve other test runs too.
     conn_id = lms_connection(
@@ -260,7 +239,7 @@ def test_shared_lock_serialises_processes_without_a_shared_file_lock(
     # Each worker gets its own state directory: only the shared lock can serialise them.
     envs = [{"AIRFLOW__CANVAS_PROVIDER__STATE_DIR": str(tmp_path / f"host{index}")} for index in range(4)]
 
-    results = _run_workers(conn_id, 4, tmp_path, envs)
+    results = _run_workers(refresh_workers, conn_id, tmp_path, envs)
 
     assert sum(result["refreshes"] for result in results) == 1
     assert emulator.refresh_count("brightspace") == 1

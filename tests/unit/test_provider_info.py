@@ -8,6 +8,7 @@ from pathlib import Path
 
 import airflow
 import jsonschema
+import pytest
 
 from airflow_provider_canvas.get_provider_info import get_provider_info
 
@@ -38,6 +39,7 @@ def test_connection_forms_mark_secrets_and_relabel_login():
         }
 
 
+@pytest.mark.slow  # the airflow CLI in processes of its own
 def test_airflow_lists_the_provider_and_both_connection_types():
     providers = {row["package_name"] for row in _airflow_cli("providers", "list")}
     assert "airflow-provider-canvas" in providers

@@ -9,6 +9,7 @@ from typing import Any
 
 import pendulum
 
+from airflow_provider_canvas.common.times import parse_utc
 from airflow_provider_canvas.exceptions import LmsError
 
 
@@ -44,6 +45,8 @@ class ExportJobState:
 def export_job_state(job: Mapping[str, Any]) -> ExportJobState:
     """The state of an export job from its ``Status``; an unknown value means "not done yet"."""
     raw = job.get("Status")
+    if raw is None:
+        return ExportJobState(None, raw)
     try:
         return ExportJobState(ExportJobStatus(int(raw)), raw)
     except (TypeError, ValueError):
@@ -155,7 +158,7 @@ def legacy_data_sets(entries: Iterable[Mapping[str, Any]]) -> list[BdsDataSet]:
 
 def parse_time(value: Any) -> pendulum.DateTime:
     """A Brightspace date-time, in UTC."""
-    parsed = pendulum.parse(str(value))
-    if not isinstance(parsed, pendulum.DateTime):
-        raise LmsError(f"expected a date-time from Brightspace, got {value!r}")
-    return parsed.in_timezone("UTC")
+    try:
+        return parse_utc(value)
+    except ValueError as err:
+        raise LmsError(f"expected a date-time from Brightspace, got {value!r}") from err

@@ -86,10 +86,15 @@ def retype_text_columns(
             raise
         cur.execute("ROLLBACK TO SAVEPOINT bds_retype")
         column = _failing_column(sql, cur, target, todo)
+        # None: each cast went through on its own, only all of them together did not; name them all.
+        if column is not None:
+            what, keep = f"column {column!r} holds a value that is not {todo[column]}", [column]
+        else:
+            what, keep = f"a value in {sorted(todo)} does not convert", sorted(todo)
         raise LmsConfigurationError(
-            f"{sql.schema}.{table}: column {column!r} holds a value that is not {todo.get(column)} "
-            f"({str(err).splitlines()[0]}); the table is unchanged. Fix those rows, or keep the column as "
-            f"text with text_columns={{<data set>: [{column!r}]}}, or leave migrate_text_columns off"
+            f"{sql.schema}.{table}: {what} ({str(err).splitlines()[0]}); the table is unchanged. Fix those "
+            f"rows, or keep the column as text with text_columns={{<data set>: {keep!r}}}, or leave "
+            "migrate_text_columns off"
         ) from None
     log.info("%s.%s: columns converted from text to their documented types: %s", sql.schema, table, todo)
     return list(todo)

@@ -125,7 +125,7 @@ class PostgresExtractLoader:
         if not key_columns:
             raise LmsConfigurationError(f"key_columns for table {table!r} must not be empty")
         if not extract_id and not hasattr(source, "read"):
-            extract_id = os.path.basename(os.fspath(source))  # type: ignore[arg-type]
+            extract_id = os.path.basename(os.fspath(source))
         if not extract_id:
             raise LmsConfigurationError("extract_id is required when loading from a file object")
         label = name or extract_id

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import pendulum
 
 from airflow_provider_canvas.common.files import write_atomically
+from airflow_provider_canvas.common.times import parse_utc
 from airflow_provider_canvas.exceptions import (
     DifferentialGapError,
     LmsConfigurationError,
@@ -65,7 +66,7 @@ class PulledExtract:
 
     @property
     def created_at(self) -> pendulum.DateTime:
-        return pendulum.parse(self.created).in_timezone("UTC")  # type: ignore[union-attr]
+        return parse_utc(self.created)
 
     @property
     def is_full(self) -> bool:
@@ -77,15 +78,22 @@ class PulledExtract:
 
 def local_path(location: str | os.PathLike[str] | ObjectStoragePath) -> Path | None:
     """The local filesystem path of ``location``, or None when it is on an object store."""
-    protocol = getattr(location, "protocol", None)
-    text = str(location)
-    if protocol is not None:
-        if protocol not in ("", "file", "local"):
+    if isinstance(location, (str, os.PathLike)):
+        text = str(location)
+        if "://" in text and not text.startswith("file://"):
             return None
-        text = str(location.path)  # type: ignore[union-attr]
-    elif "://" in text and not text.startswith("file://"):
+    elif location.protocol in ("", "file", "local"):
+        text = str(location.path)
+    else:
         return None
     return Path(text.removeprefix("file://")).expanduser().resolve()
+
+
+def object_store_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
+    """``location`` (not local) as an ObjectStoragePath: a URL given as text becomes one."""
+    from airflow.sdk import ObjectStoragePath
+
+    return location if isinstance(location, ObjectStoragePath) else ObjectStoragePath(str(location))
 
 
 def location_uri(location: str | os.PathLike[str] | ObjectStoragePath) -> str:
@@ -100,13 +108,7 @@ def storage_root(location: str | os.PathLike[str] | ObjectStoragePath) -> Path |
     (its connection, if any, named before the ``@``).
     """
     path = local_path(location)
-    if path is not None:
-        return path
-    if isinstance(location, str):
-        from airflow.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(location)
-    return location  # type: ignore[return-value]
+    return path if path is not None else object_store_path(location)
 
 
 def copy_to_object_store(local: Path, target: ObjectStoragePath) -> None:
@@ -227,7 +229,7 @@ def plan_pull(
     available: Sequence[BdsExtract],
     pulled: Sequence[PulledExtract],
     *,
-    full: FullPolicy = "first_run",
+    full: FullPolicy | str = "first_run",
     now: datetime | None = None,
     retention: timedelta = RETENTION,
 ) -> list[BdsExtract]:
@@ -245,6 +247,7 @@ def plan_pull(
     fulls = sorted((e for e in available if e.is_full), key=lambda e: e.created)
     diffs = sorted((e for e in available if not e.is_full), key=lambda e: e.created)
     name = available[0].data_set if available else "data set"
+    take_full: BdsExtract | None
     if not pulled:
         if not fulls:
             raise LmsError(f"{name}: Brightspace lists no full extract to start from yet")

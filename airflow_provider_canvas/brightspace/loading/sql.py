@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,15 +20,20 @@ def sqlstate(err: BaseException) -> str:
     return str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
 
 
+def driver_sql(connection: Any) -> Any:
+    """The ``sql`` module (Identifier, SQL, Literal...) of the connection's driver: psycopg2 or psycopg 3.
+
+    Typed Any: the two modules have the same shape but no common type.
+    """
+    driver = "psycopg2" if type(connection).__module__.startswith("psycopg2") else "psycopg"
+    return importlib.import_module(f"{driver}.sql")
+
+
 class Sql:
     """Statements for one schema, built with the connection's driver (``psycopg.sql`` or ``psycopg2.sql``)."""
 
     def __init__(self, connection: Any, schema: str) -> None:
-        if type(connection).__module__.startswith("psycopg2"):
-            from psycopg2 import sql
-        else:
-            from psycopg import sql
-        self.sql = sql
+        self.sql = driver_sql(connection)
         self.conn = connection
         self.schema = schema
 

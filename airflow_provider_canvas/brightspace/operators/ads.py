@@ -25,6 +25,7 @@ from airflow_provider_canvas.brightspace.loading.pull_state import (
     copy_to_object_store,
     local_path,
     location_uri,
+    object_store_path,
 )
 from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import ExportJobError
@@ -111,7 +112,7 @@ class BrightspaceAdvancedDataSetOperator(BaseOperator):
             with tempfile.TemporaryDirectory(prefix="ads-") as scratch:
                 local = Path(scratch) / "export.zip"
                 size = hook.download_export(job_id, local).size
-                copy_to_object_store(local, self.destination)  # type: ignore[arg-type]
+                copy_to_object_store(local, object_store_path(self.destination))
         return {
             "job_id": job_id,
             "data_set": self.data_set,

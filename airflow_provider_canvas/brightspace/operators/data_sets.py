@@ -174,7 +174,7 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
             state = folder.read_manifest()
             extracts = hook.list_extracts(data_set)
             state, again = recheck_pulled(folder, state, extracts)  # bad files of older versions
-            planned = plan_pull(extracts, state, full=self.full, retention=self.retention)  # type: ignore[arg-type]
+            planned = plan_pull(extracts, state, full=self.full, retention=self.retention)
             todo = merge_plans(again, planned)
             self.log.info("%s: %d extract(s) to pull into %s", name, len(todo), folder.uri)
             for extract in todo:

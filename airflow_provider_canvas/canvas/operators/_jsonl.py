@@ -89,14 +89,20 @@ class JsonLinesWriter:
             log.info("%s: %d records, %d bytes", self.target, self.count, self.bytes_written)
 
     def _publish(self) -> None:
+        temp, target = self._temp, self.target
+        if isinstance(temp, Path) and isinstance(target, Path):  # local disk: an atomic rename
+            temp.replace(target)
+            return
+        # The temp path was made from the target's (with_name), so neither is a local Path here.
+        assert not isinstance(temp, Path) and not isinstance(target, Path)
         try:
-            self._temp.replace(self.target)
+            temp.replace(target)
             return
         except NotImplementedError:
             pass
         # A store without rename: copy, then make sure the copy is whole before the temp goes.
-        self._temp.copy(self.target)
-        size = self.target.stat().st_size
+        temp.copy(target)
+        size = target.stat().st_size
         if size != self.bytes_written:
             raise LmsError(f"{self.target}: copy holds {size} bytes, {self.bytes_written} were written")
 

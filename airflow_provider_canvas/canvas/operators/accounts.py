@@ -123,7 +123,7 @@ class CanvasAccountsOperator(_CanvasOperator):
     """
 
     template_fields: Sequence[str] = ("canvas_conn_id", "account_id", "output_path", "output_conn_id")
-    required_scopes = (SCOPE_GET_ACCOUNT, SCOPE_LIST_ACCOUNTS, SCOPE_LIST_SUB_ACCOUNTS)
+    required_scopes: tuple[str, ...] = (SCOPE_GET_ACCOUNT, SCOPE_LIST_ACCOUNTS, SCOPE_LIST_SUB_ACCOUNTS)
     ui_color = "#e4f0e8"
 
     def __init__(
@@ -249,7 +249,7 @@ class CanvasSsoSettingsOperator(_CanvasOperator):
 
     template_fields: Sequence[str] = ("canvas_conn_id", "account_id", "settings")
     template_fields_renderers = {"settings": "json"}
-    required_scopes = (SCOPE_GET_ACCOUNT, SCOPE_GET_SSO_SETTINGS, SCOPE_PUT_SSO_SETTINGS)
+    required_scopes: tuple[str, ...] = (SCOPE_GET_ACCOUNT, SCOPE_GET_SSO_SETTINGS, SCOPE_PUT_SSO_SETTINGS)
     ui_color = "#fde9d9"
 
     def __init__(
@@ -290,11 +290,12 @@ class CanvasSsoSettingsOperator(_CanvasOperator):
 def _as_mapping(settings: Mapping[str, Any] | str) -> Mapping[str, Any]:
     # A Jinja template renders to a string unless the DAG renders native objects.
     if isinstance(settings, str):
+        text = settings
         try:
-            settings = json.loads(settings)
+            settings = json.loads(text)
         except ValueError:
             raise LmsConfigurationError(
-                f"settings must be a mapping or a JSON object, got {settings[:100]!r}; with a Jinja "
+                f"settings must be a mapping or a JSON object, got {text[:100]!r}; with a Jinja "
                 "template, set render_template_as_native_obj=True on the DAG"
             ) from None
     if not isinstance(settings, Mapping):

@@ -7,7 +7,6 @@ Brightspace refresh tokens). A token the API refuses is dropped and the next req
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from airflow_provider_canvas.canvas_data.hooks.models import (
     dap_error_message,
     login_refused,
 )
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.net import absolute_url, redact_url
 from airflow_provider_canvas.common.retry import RetryPolicy
 
@@ -37,7 +37,7 @@ class DapLogin:
     session: requests.Session = field(repr=False)
     retry: RetryPolicy = field(repr=False)
     timeout: tuple[float, float]
-    log: logging.Logger = field(repr=False)
+    log: Log = field(repr=False)
 
     def __call__(self) -> DapAccessToken:
         url = absolute_url(self.base_url, LOGIN_PATH)

@@ -40,13 +40,14 @@ from airflow_provider_canvas.exceptions import (
 )
 
 if TYPE_CHECKING:
+    import httpx
     from airflow.sdk import ObjectStoragePath
 
 
 class DapApiRules(ApiRules):
     """DAP's answers: any 401 means the JWT is dead; errors carry DAP's type and uuid."""
 
-    def token_refused(self, response: requests.Response) -> bool:
+    def token_refused(self, response: requests.Response | httpx.Response) -> bool:
         return response.status_code == 401
 
     def error(self, response: Any, method: str, url: str, scope: str | None, conn_label: str) -> LmsError:

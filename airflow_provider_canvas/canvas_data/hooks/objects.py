@@ -11,7 +11,6 @@ appears only when its upload completes.
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import tempfile
 import zlib
@@ -26,6 +25,7 @@ from airflow_provider_canvas.brightspace.loading.pull_state import copy_to_objec
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob, object_file_name
 from airflow_provider_canvas.common.download import AuthorisedGet, StreamingDownload
 from airflow_provider_canvas.common.files import fsync_dir
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import DapObjectError, DownloadError
 
@@ -89,7 +89,7 @@ class DapObjectDownloader:
         base_url: str,
         timeout: tuple[float, float],
         retry: RetryPolicy,
-        log: logging.Logger,
+        log: Log,
     ) -> None:
         self._urls_for = urls_for
         self.log = log

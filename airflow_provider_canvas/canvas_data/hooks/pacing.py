@@ -8,11 +8,12 @@ their creations still meet DAP's 429, which the hook waits out.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+from airflow_provider_canvas.common.log import Log
 
 
 class JobCreationPacer:
@@ -26,7 +27,7 @@ class JobCreationPacer:
         calls: int,
         window: float,
         *,
-        log: logging.Logger,
+        log: Log,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if calls < 1 or window <= 0:

@@ -23,9 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pendulum
+from typing import Any, Literal
 
 from airflow_provider_canvas.brightspace.loading.sql import sqlstate
 from airflow_provider_canvas.canvas_data.loading.ledger import (
@@ -51,6 +49,7 @@ from airflow_provider_canvas.canvas_data.loading.state import (
     repull_remedy,
 )
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream
+from airflow_provider_canvas.common.times import parse_utc
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 
 log = logging.getLogger(__name__)
@@ -248,7 +247,7 @@ class DapTableLoader:
                 f"incremental: there is nothing to apply it to. To start over: "
                 f"{force_snapshot_remedy(table)}"
             )
-        since = pendulum.parse(first.since) if first.since else None
+        since = parse_utc(first.since) if first.since else None
         if loaded.watermark is not None and (since is None or since > loaded.watermark):
             raise DapDataError(
                 f"{name}: incremental {first.job_id} starts at {first.since}, after {qualified}'s watermark "
@@ -304,7 +303,9 @@ class DapTableLoader:
         if missing:
             jobs = [job_of(str(Path(p).relative_to(folder.path))) for p in missing]
             raise DapDataError(f"{label}: pulled files are missing: {missing[:5]}; {repull_remedy(jobs)}")
-        mode = "incremental" if staged and batches[0].kind == "incremental" else "snapshot"
+        mode: Literal["snapshot", "incremental"] = (
+            "incremental" if staged and batches[0].kind == "incremental" else "snapshot"
+        )
         decoder = RecordDecoder(schema, with_deleted=staged)
         return RecordStream(decoder, files, mode=mode, label=label, base=folder.path)
 

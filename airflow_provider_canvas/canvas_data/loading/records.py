@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -129,7 +129,8 @@ class RecordDecoder:
             ],
             gc=False,
         )
-        self.decode = msgspec.json.Decoder(record_type).decode
+        # Any: the record type is made at run time from the table's schema.
+        self.decode: Callable[[bytes], Any] = msgspec.json.Decoder(record_type).decode
         self._encode = msgspec.json.Encoder().encode
         namespace: dict[str, Any] = {"RAW": _raw_text, "EMPTY": value_type()}
         exec(compile(_values_source(keys, values, with_deleted), "<dap-row-values>", "exec"), namespace)

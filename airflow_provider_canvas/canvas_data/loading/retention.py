@@ -29,6 +29,8 @@ from airflow_provider_canvas.canvas_data.loading.state import (
     DapTableFolder,
     DapTableState,
 )
+from airflow_provider_canvas.common.log import Log
+from airflow_provider_canvas.common.times import parse_utc
 
 #: Where loads register; not a DAP job id (those are letters, digits and dashes).
 LOADS_DIR = "_loads"
@@ -89,8 +91,8 @@ def read_loads(folder: DapTableFolder) -> list[LoadRecord]:
 def _older_than(stamp: str | datetime | None, keep: timedelta, now: datetime) -> bool:
     if stamp is None:
         return False  # age unknown: keep it
-    moment = pendulum.parse(stamp) if isinstance(stamp, str) else stamp
-    return now - moment >= keep  # type: ignore[operator]
+    moment = parse_utc(stamp) if isinstance(stamp, str) else stamp
+    return now - moment >= keep
 
 
 def plan_retention(
@@ -152,7 +154,7 @@ def _remove(folder: DapTableFolder, job_id: str) -> None:
 
 
 def apply_retention(
-    folder: DapTableFolder, keep: timedelta, *, now: datetime | None = None, logger: logging.Logger = log
+    folder: DapTableFolder, keep: timedelta, *, now: datetime | None = None, logger: Log = log
 ) -> RetentionPlan:
     """Remove what every load has applied and ``keep`` has passed for. Call by the state's single writer."""
     state = folder.read_state()

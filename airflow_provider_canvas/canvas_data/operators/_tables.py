@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import logging
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ import pendulum
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob
 from airflow_provider_canvas.canvas_data.hooks.objects import PulledObject
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
+from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, TokenLockTimeout
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -121,7 +121,7 @@ def record_batch(
     job: DapJob,
     since: str | None,
     pulled: Sequence[PulledObject],
-    log: logging.Logger,
+    log: Log,
     *,
     replaces: str | None = None,
 ) -> DapBatch | None:

@@ -14,6 +14,7 @@ from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
+    from pydantic import JsonValue
 
     from airflow_provider_canvas.canvas_data.loading.load import DapLoadResult
 
@@ -135,7 +136,7 @@ class CanvasDataLoadOperator(BaseOperator):
         events = context.get("outlet_events") if hasattr(context, "get") else None
         if events is None:
             return
-        extra = {
+        extra: dict[str, JsonValue] = {
             "namespace": result.namespace,
             "table": result.table,
             "target": result.target,

@@ -145,8 +145,11 @@ class CanvasDataPullOperator(BaseOperator):
     ) -> None:
         self.alias: AssetAlias | None = None
         if "outlets" not in kwargs:
-            unknown = namespace is None or tables == ALL_TABLES
-            if unknown or any(_is_template(v) for v in (tables, location, namespace)):
+            if (
+                namespace is None
+                or tables == ALL_TABLES
+                or any(_is_template(v) for v in (tables, location, namespace))
+            ):
                 # The assets are known once rendered (and the connection read); named by the text as written.
                 where = location if _is_template(location) else location_uri(location)
                 self.alias = AssetAlias(name=f"canvas-data:{where}")

@@ -33,6 +33,7 @@ def lms_drill() -> None:
             def stalled_save(self: TokenStore, tokens: Any) -> None:
                 Path(params["marker"]).write_text(str(os.getpid()))
                 time.sleep(params["stall_save_seconds"])
+                Path(f"{params['marker']}.saving").touch()  # the save starts now
                 save(self, tokens)
 
             TokenStore.save = stalled_save  # type: ignore[method-assign]

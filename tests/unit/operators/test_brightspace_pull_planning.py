@@ -142,6 +142,18 @@ def test_object_storage_folder_keeps_manifest_and_files_there(tmp_path):
     assert data_set_asset(root, "Org Units").uri == "memory://bds-unit-test/extracts/org_units"
 
 
+def test_a_location_given_as_a_url_string_is_an_object_storage_folder():
+    # Typed str | PathLike | ObjectStoragePath: a URL as text (a templated location renders to one) used
+    # to fail with "unsupported operand type(s) for /: 'str' and 'str'".
+    folder = DataSetFolder("memory://bds-unit-test/as-text", "Org Units")
+
+    assert not folder.is_local and folder.uri == "memory://bds-unit-test/as-text/org_units"
+    assert (
+        data_set_asset("memory://bds-unit-test/as-text", "Users").uri
+        == "memory://bds-unit-test/as-text/users"
+    )
+
+
 def test_names_and_slugs():
     assert slug("User Enrollments") == "user_enrollments" and slug("Org Units") == "org_units"
     assert _names("['Users', 'Org Units']") == ["Users", "Org Units"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import sys
 import airflow_provider_canvas.brightspace.operators.data_sets as ops
@@ -16,6 +18,7 @@ print(sorted(m for m in sys.modules if m.startswith(names)))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing Airflow
 def test_operators_import_and_build_without_touching_openlineage():
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
 

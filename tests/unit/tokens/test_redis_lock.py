@@ -121,6 +121,7 @@ _HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # waits out a lock TTL, the holder a process importing Airflow
 def test_a_killed_holder_frees_the_lock_after_the_ttl(redis_server, lock_conn, conn_id, client):
     key = redis_lock_key(conn_id)
     holder = subprocess.Popen(
