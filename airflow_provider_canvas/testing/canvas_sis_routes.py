@@ -176,9 +176,10 @@ def _multipart(request: Request) -> tuple[dict[str, str], bytes | None]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
     fields: dict[str, str] = {}
     attachment = None
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
+        raw = part.get_payload(decode=True)
+        payload = raw if isinstance(raw, bytes) else b""
         if name == "attachment":
             attachment = payload
         elif name:

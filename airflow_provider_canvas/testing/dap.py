@@ -317,6 +317,9 @@ class DapEmulator:
                 self.job_requests.append((table.name, kind, job.http_status))
                 return json_response(job.http_status, job.to_json())
         job_id = str(uuid.uuid4())
+        at: float | None
+        since: float | None
+        end: float | None
         if query.since is not None:
             records, end = table.incremental(query.since, query.until)
             at, since = None, query.since

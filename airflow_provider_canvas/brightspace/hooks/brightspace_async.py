@@ -1,6 +1,7 @@
 """Brightspace reads for the triggerer (export jobs, extract listings) on httpx: the loop never blocks.
 
-The authorised GET and its token handling are :class:`~.common.async_hook.LmsAsyncHook`'s.
+The authorised GET and its token handling are
+:class:`~airflow_provider_canvas.tokens.async_hook.LmsAsyncHook`'s.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from airflow_provider_canvas.brightspace.connection import BrightspaceSettings
 from airflow_provider_canvas.brightspace.hooks.brightspace import SCOPE_ADS_FETCH, BrightspaceHook
 from airflow_provider_canvas.brightspace.hooks.listing import BdsListings, read_async
 from airflow_provider_canvas.brightspace.hooks.models import BdsExtract
-from airflow_provider_canvas.common.async_hook import LmsAsyncHook
+from airflow_provider_canvas.tokens.async_hook import LmsAsyncHook
 
 
 class BrightspaceAsyncHook(LmsAsyncHook[BrightspaceSettings]):

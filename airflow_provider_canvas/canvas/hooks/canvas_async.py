@@ -8,7 +8,7 @@ from airflow_provider_canvas.canvas.connection import CanvasSettings
 from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.canvas.hooks.paths import account_path
 from airflow_provider_canvas.canvas.hooks.sis import SCOPE_GET_REPORT, SCOPE_GET_SIS_IMPORT
-from airflow_provider_canvas.common.async_hook import LmsAsyncHook
+from airflow_provider_canvas.tokens.async_hook import LmsAsyncHook
 
 
 class CanvasAsyncHook(LmsAsyncHook[CanvasSettings]):

@@ -13,6 +13,11 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+if TYPE_CHECKING:
+    import requests
+
+    from airflow_provider_canvas.common.download import DownloadedFile
+
 from airflow_provider_canvas.canvas.hooks.paths import account_path
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
@@ -81,13 +86,24 @@ class CanvasSisCalls:
     """SIS imports, account reports and file downloads; the host class provides ``request``,
     ``paginate``, ``download`` and ``_account_path`` (CanvasHook)."""
 
-    if TYPE_CHECKING:
-        from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook as _Host
+    if TYPE_CHECKING:  # what CanvasHook provides
 
-        request = _Host.request
-        paginate = _Host.paginate
-        get_json = _Host.get_json
-        download = _Host.download
+        def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response: ...
+
+        def get_json(self, path_or_url: str, **kwargs: Any) -> Any: ...
+
+        def paginate(
+            self,
+            path: str,
+            params: Mapping[str, Any] | None = None,
+            *,
+            scope: str | None = None,
+            root: str | None = None,
+        ) -> Iterator[dict[str, Any]]: ...
+
+        def download(
+            self, url: str, destination: str | os.PathLike[str], **options: Any
+        ) -> DownloadedFile: ...
 
     def start_sis_import(
         self, account_id: int | str, zip_path: str | os.PathLike[str], options: Mapping[str, Any]

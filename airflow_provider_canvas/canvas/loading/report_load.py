@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
@@ -104,5 +104,5 @@ def _members(path: Path) -> Iterator[tuple[str, IO[bytes]]]:
 
 @contextmanager
 def _opened(handle: IO[bytes]) -> Iterator[IO[bytes]]:
-    with io.BufferedReader(handle, _BLOCK) as buffered:  # type: ignore[arg-type]
+    with io.BufferedReader(cast(Any, handle), _BLOCK) as buffered:
         yield buffered

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from airflow_provider_canvas.brightspace.loading.pull_state import local_path
 from airflow_provider_canvas.canvas.operators._jsonl import OutputPath, resolve_path
@@ -103,8 +103,8 @@ def build_package(
     Every CSV is checked (headers, at least one row) while it is read; a problem raises
     :class:`LmsConfigurationError` naming the file and what to fix, and nothing is kept.
     """
-    items = (
-        [sources]
+    items: list[OutputPath] = (
+        [cast(OutputPath, sources)]
         if isinstance(sources, (str, os.PathLike)) or hasattr(sources, "protocol")
         else list(sources)
     )
@@ -201,7 +201,7 @@ def _copy_checked(name: str, source: IO[bytes], target: IO[bytes] | None) -> Sis
 
 
 def _open(item: OutputPath, conn_id: str | None) -> IO[bytes]:
-    return resolve_path(item, conn_id).open("rb")  # type: ignore[return-value]
+    return cast(IO[bytes], resolve_path(item, conn_id).open("rb"))
 
 
 def _name(item: OutputPath) -> str:

@@ -176,6 +176,7 @@ class CanvasAccountReportOperator(_CanvasOperator):
         from airflow_provider_canvas.common.airflow_access import get_connection
 
         prefix = self.table_prefix if self.table_prefix is not None else self.report.removesuffix("_csv")
+        assert self.postgres_conn_id is not None  # only called with a PostgreSQL connection
         connection = get_connection(self.postgres_conn_id)  # the Task SDK's, or the ORM outside a task
         db = PostgresHook(postgres_conn_id=self.postgres_conn_id, connection=connection).get_conn()
         try:

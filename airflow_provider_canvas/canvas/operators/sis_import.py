@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.configuration import conf
@@ -439,7 +439,9 @@ class CanvasSisImportOperator(_CanvasOperator):
         if self.errors_dir is not None:
             return Path(self.errors_dir)
         first = (
-            self.sources if isinstance(self.sources, (str, os.PathLike)) else next(iter(self.sources), None)
+            self.sources
+            if isinstance(self.sources, (str, os.PathLike))
+            else next(iter(cast(Sequence[Any], self.sources)), None)
         )
         local = local_path(first) if first is not None else None
         if local is not None:
