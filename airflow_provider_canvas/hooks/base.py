@@ -104,6 +104,7 @@ class LmsHook(ConnectedHook, LmsTransport, AccessTokenChecks, BaseHook):
             lock=self._refresh_lock,
             rescue=RescueFile.for_connection(metadata.state_dir(), self.conn_id),
             buffer_seconds=int(self.extra("expiry_buffer_seconds", 300)),
+            single_use=self.single_use_refresh_tokens,
         )
 
     def _refresh_lock(self) -> Any:

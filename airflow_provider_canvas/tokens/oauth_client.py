@@ -124,12 +124,14 @@ class OAuthClient:
             except requests.RequestException as err:
                 retryable = never_sent(err) or not single_use
                 if attempt > self.max_retries or not retryable:
-                    raise LmsUnavailableError(
+                    failure = LmsUnavailableError(
                         f"{where} failed: {type(err).__name__}. "
                         + ("" if retryable else _MAY_HAVE_BEEN_USED[grant_type]),
                         status=0,
                         url=redact_url(self.token_url),
-                    ) from None
+                    )
+                    failure.maybe_used = single_use and not never_sent(err)  # the lifecycle reads it
+                    raise failure from None
                 self.wait(self.backoff(attempt), f"{where}: {type(err).__name__}")
                 continue
             retry_5xx = response.status_code >= 500 and not single_use
