@@ -113,10 +113,10 @@ class CentralCopy:
             return self.tokens.is_newer_than(connection)
         return not self.superseded and self.based_on is None and self.tokens.is_newer_than(connection)
 
-    def after(self, tokens: TokenSet, previous: TokenSet) -> CentralCopy:
-        """The next generation: ``tokens`` replaced ``previous`` (a refresh, an authorization, a restore)."""
+    def after(self, tokens: TokenSet, presented: TokenSet) -> CentralCopy:
+        """The next generation: ``tokens`` replaced ``presented`` (a refresh, an authorization, a restore)."""
         chain = list(self.superseded)
-        for old in (fingerprint(previous.refresh_token), self.current):
+        for old in (fingerprint(presented.refresh_token), self.current):
             if old and old != fingerprint(tokens.refresh_token) and old not in chain:
                 chain.append(old)
         return replace(
@@ -124,7 +124,7 @@ class CentralCopy:
             tokens=tokens,
             generation=self.generation + 1,
             superseded=tuple(chain[-CHAIN_LENGTH:]),
-            based_on=fingerprint(previous.refresh_token),
+            based_on=fingerprint(presented.refresh_token),
             written_by=worker_name(),
             written_at=now(),
             announce=None,

@@ -6,6 +6,7 @@ there, to be SIGKILLed; ``calls``: that many hooks in a row (each refreshes, giv
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -44,7 +45,20 @@ def custody_drill() -> None:
                 hook.whoami()
                 refreshes += hook.tokens.refresh_count
                 custody = hook.tokens.custody_seconds
-            return {"refreshes": refreshes, "custody_seconds": custody}
+            # Where the live refresh token is, by fingerprint (the REST API masks token values).
+            from airflow_provider_canvas.tokens import metadata
+            from airflow_provider_canvas.tokens.record import fingerprint
+
+            central = json.loads(
+                metadata.get_variable(f"canvas_provider_tokens__{params['conn_id']}") or "{}"
+            )
+            held = metadata.get_connection(params["conn_id"]).extra_dejson.get("refresh_token")
+            return {
+                "refreshes": refreshes,
+                "custody_seconds": custody,
+                "connection": fingerprint(held),
+                "central": fingerprint(central.get("refresh_token")),
+            }
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
 
