@@ -254,8 +254,11 @@ class TokenLifecycle:
         """After ``invalid_grant``: tokens of a central copy that hold another, newer refresh token."""
         self.store.load(durable)
         gone = fingerprint(refused.refresh_token)
-        for record in (self.store.durable_record, self.store.variable_record):
-            if record is not None and record.current not in (None, gone) and record.current != record.spent:
+        records = [r for r in (self.store.durable_record, self.store.variable_record) if r is not None]
+        for record in records:
+            # Only a token no store knows as rotated away from: an older one is consumed for sure.
+            older = any(record.current in other.superseded for other in records)
+            if record.current not in (None, gone, record.spent) and not older:
                 log.warning(
                     "Connection %r: the refresh token presented was refused as used; %s. Trying those.",
                     self.store.conn_id,
