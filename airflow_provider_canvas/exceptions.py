@@ -51,7 +51,11 @@ class LmsPermissionError(LmsApiError):
 
 
 class LmsThrottledError(LmsApiError):
-    """Still throttled after every retry."""
+    """Still throttled after every retry. ``retry_after``: the seconds the last answer asked for, if any."""
+
+    def __init__(self, message: str, *, status: int, url: str, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, url=url)
+        self.retry_after = retry_after
 
 
 class LmsUnavailableError(LmsApiError):
@@ -89,11 +93,15 @@ class AuthorizeError(LmsError):
     """``canvas-oauth authorize`` did not complete; the message says what to fix."""
 
 
-class BdsDownloadError(LmsError):
+class DownloadError(LmsError):
     """A download did not complete after every attempt, or its size is not the announced one.
 
     Nothing is left under the destination name when this is raised.
     """
+
+
+#: 0.1's name, from when only Brightspace downloaded files.
+BdsDownloadError = DownloadError
 
 
 class ExportJobError(LmsError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_canvas import __version__
+
 _STRING = {"type": ["string", "null"]}
 
 
@@ -95,11 +97,11 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Canvas LMS and D2L Brightspace",
         "description": "Canvas (Instructure) and Brightspace (D2L) hooks and operators with "
         "OAuth tokens that refresh themselves and are never lost.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "connection-types": [
             {
                 "connection-type": "canvas",
-                "hook-class-name": "airflow_provider_canvas.hooks.canvas.CanvasHook",
+                "hook-class-name": "airflow_provider_canvas.canvas.hooks.canvas.CanvasHook",
                 "hook-name": "Canvas LMS",
                 "conn-fields": CONN_FIELDS["canvas"],
                 "ui-field-behaviour": {
@@ -113,7 +115,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "connection-type": "brightspace",
-                "hook-class-name": "airflow_provider_canvas.hooks.brightspace.BrightspaceHook",
+                "hook-class-name": "airflow_provider_canvas.brightspace.hooks.brightspace.BrightspaceHook",
                 "hook-name": "D2L Brightspace",
                 "conn-fields": CONN_FIELDS["brightspace"],
                 "ui-field-behaviour": {
@@ -127,7 +129,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "connection-type": "canvas_data",
-                "hook-class-name": "airflow_provider_canvas.hooks.canvas_data.CanvasDataHook",
+                "hook-class-name": "airflow_provider_canvas.canvas_data.hooks.canvas_data.CanvasDataHook",
                 "hook-name": "Canvas Data 2 (DAP)",
                 "conn-fields": CONN_FIELDS["canvas_data"],
                 "ui-field-behaviour": {
@@ -165,57 +167,57 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.hooks.canvas"],
+                "python-modules": ["airflow_provider_canvas.canvas.hooks.canvas"],
             },
             {
                 "integration-name": "D2L Brightspace",
-                "python-modules": ["airflow_provider_canvas.hooks.brightspace"],
+                "python-modules": ["airflow_provider_canvas.brightspace.hooks.brightspace"],
             },
             {
                 "integration-name": "Canvas Data 2",
                 "python-modules": [
-                    "airflow_provider_canvas.hooks.canvas_data",
-                    "airflow_provider_canvas.hooks.canvas_data_async",
+                    "airflow_provider_canvas.canvas_data.hooks.canvas_data",
+                    "airflow_provider_canvas.canvas_data.hooks.canvas_data_async",
                 ],
             },
         ],
         "operators": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.operators.canvas"],
+                "python-modules": ["airflow_provider_canvas.canvas.operators.accounts"],
             },
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": [
-                    "airflow_provider_canvas.operators.brightspace",
-                    "airflow_provider_canvas.operators.brightspace_ads",
+                    "airflow_provider_canvas.brightspace.operators.data_sets",
+                    "airflow_provider_canvas.brightspace.operators.ads",
                 ],
             },
             {
                 "integration-name": "Canvas Data 2",
                 "python-modules": [
-                    "airflow_provider_canvas.operators.canvas_data",
-                    "airflow_provider_canvas.operators.canvas_data_load",
+                    "airflow_provider_canvas.canvas_data.operators.pull",
+                    "airflow_provider_canvas.canvas_data.operators.load",
                 ],
             },
         ],
         "sensors": [
             {
                 "integration-name": "D2L Brightspace",
-                "python-modules": ["airflow_provider_canvas.sensors.brightspace"],
+                "python-modules": ["airflow_provider_canvas.brightspace.sensors.new_extract"],
             },
         ],
         "triggers": [
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": [
-                    "airflow_provider_canvas.triggers.brightspace",
-                    "airflow_provider_canvas.triggers.bds_extracts",
+                    "airflow_provider_canvas.brightspace.triggers.ads",
+                    "airflow_provider_canvas.brightspace.triggers.new_extract",
                 ],
             },
             {
                 "integration-name": "Canvas Data 2",
-                "python-modules": ["airflow_provider_canvas.triggers.canvas_data"],
+                "python-modules": ["airflow_provider_canvas.canvas_data.triggers.jobs"],
             },
         ],
         "config": {

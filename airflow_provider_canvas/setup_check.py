@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
 
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.common import airflow_access as metadata
 
-SETUP_GUIDE = "README, 'Pointing the DAGs at a real Canvas or Brightspace'"
+SETUP_GUIDE = "guide in docs/installation.md, 'Pointing the DAGs at a real Canvas or Brightspace'"
 
 
 def missing_connections(conn_ids: Mapping[str, str]) -> list[str]:

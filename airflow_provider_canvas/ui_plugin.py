@@ -1,9 +1,10 @@
-"""An Airflow plugin that makes the connection form's Test button work for ``canvas`` and ``brightspace``.
+"""An Airflow plugin that makes the connection form's Test button work for this provider's connection types.
 
 Airflow 3.3's UI sends ``"port": 0`` when a connection type hides its port (the Test button sends
 ``Number(null)``), and ``POST /api/v2/connections/test`` then refuses the test with HTTP 400 ("The
-host or port to test differs from the stored connection"), since the stored port is empty. Both
-types hide the port and never use one, so for them a port of 0 is turned back into null before
+host or port to test differs from the stored connection"), since the stored port is empty. All three
+types (``canvas``, ``brightspace``, ``canvas_data``) hide the port and never use one, so for them a
+port of 0 is turned back into null before
 Airflow reads the request. Nothing else is touched. Loaded through the ``airflow.plugins`` entry
 point, so it is active wherever the provider is installed on the api-server.
 """
@@ -16,13 +17,20 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_canvas.get_provider_info import get_provider_info
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-CONN_TYPES = frozenset({"canvas", "brightspace"})
+#: The connection types whose form hides the port: the Test button of each sends ``"port": 0``.
+CONN_TYPES = frozenset(
+    kind["connection-type"]
+    for kind in get_provider_info()["connection-types"]
+    if "port" in kind["ui-field-behaviour"]["hidden-fields"]
+)
 TEST_PATH = "/api/v2/connections/test"
 
 

@@ -58,7 +58,7 @@ def bench_token_custody():
     def refresh_repeatedly(conn_id: str, count: int) -> list:
         import time
 
-        from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+        from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 
         samples = []
         for _ in range(count):

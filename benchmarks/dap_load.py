@@ -201,7 +201,7 @@ def _schema_document() -> dict[str, Any]:
 
 
 def _ddl() -> str:
-    from airflow_provider_canvas.loading.dap_schema import parse_schema
+    from airflow_provider_canvas.canvas_data.loading.schema import parse_schema
 
     columns = parse_schema(_schema_document()).columns
     return ", ".join(f'"{c.name}" {c.pg_type}{" NOT NULL" if c.role == "key" else ""}' for c in columns)
@@ -211,7 +211,7 @@ def _generate(rows: int, location: Path) -> None:
     """The pulled folder and, for psql, the same rows as TSV (written independently of the loader)."""
     import msgspec
 
-    from airflow_provider_canvas.loading.dap_state import DapBatch, DapTableFolder
+    from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
     from airflow_provider_canvas.testing.dap_files import PulledTable
 
     pulled = PulledTable(location, NAMESPACE, TABLE)
@@ -284,8 +284,8 @@ def _child(argv: list[str]) -> None:
 
     import psycopg
 
-    from airflow_provider_canvas.loading.dap_load import DapTableLoader
-    from airflow_provider_canvas.loading.dap_state import DapTableFolder
+    from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+    from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 
     db = psycopg.connect(args.dsn)
     before = rss_mib()  # imports done and connected: what follows is the load's own
@@ -302,7 +302,7 @@ def _child(argv: list[str]) -> None:
 
 def _postgres_json(db: Any, schema: str, location: Path) -> tuple[dict[str, float], dict[str, float]]:
     """COPY each line into jsonb, then let PostgreSQL type it (the alternative to parsing in Python)."""
-    from airflow_provider_canvas.loading.dap_state import DapTableFolder
+    from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 
     folder = DapTableFolder(location, NAMESPACE, TABLE)
     files = [p for b in folder.read_state().batches for p in folder.files_of(b)]

@@ -53,7 +53,7 @@ FULL_SIZES = (100_000_000, 1_000_000_000)
 QUICK_SIZES = (5_000_000,)
 CONN_ID = "bench_brightspace"
 NO_FSYNC = "hook, fsync skipped (diagnostic)"
-NO_CHECK = "hook, no ZIP check (before 0.2)"
+NO_CHECK = "hook, no ZIP check (as in 0.1.0)"
 VARIANTS = ("hook", NO_CHECK, "curl", "curl + fsync", "buffered", NO_FSYNC)
 
 
@@ -323,7 +323,7 @@ def _child(argv: list[str]) -> None:
         emit({"seconds": timing["seconds"], "bytes": len(body), "rss_before_mib": before})
         return
 
-    from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+    from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 
     if args.skip_fsync:
         os.fsync = lambda fd: None  # diagnostic only: what the file's durability costs

@@ -75,7 +75,7 @@ def scale_data_set(rows: int) -> str:
 
 def typed_columns(header: list[str]) -> str:
     """The typed table the operator creates for the catalogue's Users (without its key)."""
-    from airflow_provider_canvas.loading.catalogue import column_types_for
+    from airflow_provider_canvas.brightspace.loading.catalogue import column_types_for
 
     types = column_types_for(DATA_SET)
     return ", ".join(f'"{c}" {types.get(c, "text")}' for c in header)
@@ -456,7 +456,7 @@ def _targets(
 
 
 def _pull(name: str, location: str) -> dict[str, Any]:
-    from airflow_provider_canvas.operators.brightspace import BrightspaceDataSetsPullOperator
+    from airflow_provider_canvas.brightspace.operators.data_sets import BrightspaceDataSetsPullOperator
 
     pull = BrightspaceDataSetsPullOperator(
         task_id="pull", data_sets=[name], location=location, brightspace_conn_id=BS_CONN_ID
@@ -466,7 +466,7 @@ def _pull(name: str, location: str) -> dict[str, Any]:
 
 
 def _load_operator(name: str, location: str, schema: str) -> Any:
-    from airflow_provider_canvas.operators.brightspace import BrightspaceDataSetsToPostgresOperator
+    from airflow_provider_canvas.brightspace.operators.data_sets import BrightspaceDataSetsToPostgresOperator
 
     return BrightspaceDataSetsToPostgresOperator(
         task_id="load",
@@ -520,7 +520,7 @@ def _child(argv: list[str]) -> None:
         entry = _pull(args.data_set, args.location)
         emit({"file": str(Path(_slug(args.data_set)) / entry["file"])})
     elif variant == "operator":
-        from airflow_provider_canvas.tokens.metadata import get_connection
+        from airflow_provider_canvas.common.airflow_access import get_connection
 
         operator = _load_operator(args.data_set, args.location, args.schema)
         # Outside a task the first connection lookup imports every Airflow model through the ORM
@@ -542,8 +542,8 @@ def _child(argv: list[str]) -> None:
         # What execute imports on first use: import costs are not the transfer's memory.
         import airflow.providers.postgres.hooks.postgres  # noqa: F401
 
-        import airflow_provider_canvas.loading.postgres  # noqa: F401
-        from airflow_provider_canvas.tokens.metadata import get_connection
+        import airflow_provider_canvas.brightspace.loading.postgres  # noqa: F401
+        from airflow_provider_canvas.common.airflow_access import get_connection
 
         imported = rss_mib()
         # The operators' first step, done here so that it is reported apart from the transfer: outside
@@ -578,7 +578,7 @@ def _child(argv: list[str]) -> None:
 
 
 def _slug(name: str) -> str:
-    from airflow_provider_canvas.loading.pull_state import slug
+    from airflow_provider_canvas.brightspace.loading.pull_state import slug
 
     return slug(name)
 
@@ -587,8 +587,8 @@ def _profile(zip_path: Path, dsn: str, schema: str) -> dict[str, Any]:
     """The loader the operator uses, on a connection whose cursor times each statement."""
     import psycopg
 
-    from airflow_provider_canvas.loading.catalogue import column_types_for
-    from airflow_provider_canvas.loading.postgres import PostgresExtractLoader
+    from airflow_provider_canvas.brightspace.loading.catalogue import column_types_for
+    from airflow_provider_canvas.brightspace.loading.postgres import PostgresExtractLoader
 
     steps: list[tuple[str, float]] = []
 

@@ -104,7 +104,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG
 
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )

@@ -164,7 +164,7 @@ def _child(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     token = os.environ[TOKEN_ENV]
     if args.variant == "hook":
-        from airflow_provider_canvas.hooks.canvas import CanvasHook
+        from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 
         hook = CanvasHook(CONN_ID)
         hook.tokens.access_token()  # the connection lookup is not part of the listing

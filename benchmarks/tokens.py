@@ -208,7 +208,7 @@ def _child(argv: list[str]) -> None:
 def _call_for(variant: str, url: str) -> Callable[[], None]:
     import requests
 
-    from airflow_provider_canvas.hooks.canvas import CanvasHook
+    from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 
     if variant == "hook, cached token":
         hook = CanvasHook(CONN_ID)
@@ -225,7 +225,7 @@ def _call_for(variant: str, url: str) -> Callable[[], None]:
         return new_hook
     session = requests.Session()
     if variant == "requests, lookup per call":
-        from airflow_provider_canvas.tokens.metadata import get_connection
+        from airflow_provider_canvas.common.airflow_access import get_connection
 
         def lookup() -> None:
             token = get_connection(CONN_ID).extra_dejson["access_token"]
@@ -270,9 +270,9 @@ def _run_workers(work: Callable[[float], Counter[str]], seconds: float) -> Count
 
 
 def _refresh_provider(platform: str, url: str, conn_id: str, seconds: float) -> dict[str, Any]:
+    from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+    from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
     from airflow_provider_canvas.exceptions import LmsError
-    from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-    from airflow_provider_canvas.hooks.canvas import CanvasHook
 
     def work(deadline: float) -> Counter[str]:
         counts: Counter[str] = Counter()

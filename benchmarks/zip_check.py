@@ -48,7 +48,7 @@ def build(path: Path, megabytes: int) -> int:
 
 
 def child(variant: str, path: str) -> None:
-    from airflow_provider_canvas.hooks.zip_check import ZipStreamCheck, quick_check
+    from airflow_provider_canvas.common.zip_check import ZipStreamCheck, quick_check
 
     before = _rss_mib()
     started = time.perf_counter()

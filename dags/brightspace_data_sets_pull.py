@@ -20,7 +20,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )

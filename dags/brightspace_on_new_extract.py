@@ -22,13 +22,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
-from airflow_provider_canvas.loading.pull_state import slug
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.loading.pull_state import slug
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )
+from airflow_provider_canvas.brightspace.triggers.new_extract import BrightspaceNewExtractTrigger
 from airflow_provider_canvas.setup_check import skip_unless_configured
-from airflow_provider_canvas.triggers.bds_extracts import BrightspaceNewExtractTrigger
 
 LOCATION = os.environ.get("BRIGHTSPACE_BDS_LOCATION", "/opt/airflow/data/brightspace_data_sets")
 POLL_SECONDS = float(os.environ.get("BRIGHTSPACE_WATCH_POLL_SECONDS", "300"))

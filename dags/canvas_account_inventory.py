@@ -16,7 +16,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from airflow_provider_canvas.operators.canvas import (
+from airflow_provider_canvas.canvas.operators.accounts import (
     CanvasAccountsOperator,
     read_json_lines,
     summarize_accounts,

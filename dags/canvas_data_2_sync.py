@@ -26,8 +26,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, task
 
-from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator
-from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
+from airflow_provider_canvas.canvas_data.operators.load import CanvasDataLoadOperator
+from airflow_provider_canvas.canvas_data.operators.pull import CanvasDataPullOperator
 from airflow_provider_canvas.setup_check import skip_unless_configured
 
 LOCATION = os.environ.get("CANVAS_DATA_LOCATION", "/opt/airflow/data/canvas_data")

@@ -22,9 +22,9 @@ import pendulum
 from airflow.sdk import Param, Variable, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_canvas.canvas.hooks.canvas import normalize_account_id, validate_sso_settings
+from airflow_provider_canvas.canvas.operators.accounts import CanvasSsoSettingsOperator
 from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.canvas import normalize_account_id, validate_sso_settings
-from airflow_provider_canvas.operators.canvas import CanvasSsoSettingsOperator
 from airflow_provider_canvas.setup_check import SETUP_GUIDE
 
 VARIABLE = "canvas_sso_settings_restore"

@@ -12,8 +12,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, task
 
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.setup_check import missing_connections, skip_unless_configured
 
 

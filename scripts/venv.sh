@@ -9,7 +9,7 @@ if [ ! -f "$STAMP" ]; then
   [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
   # Build noise goes to a log, shown only if the install fails.
   if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
-         "$VENV/bin/python" -m pip install --constraint "$ROOT/constraints.txt" -e "$ROOT[postgres,redis,celery,fab,dev]"; } \
+         "$VENV/bin/python" -m pip install --constraint "$ROOT/constraints.txt" -e "$ROOT[postgres,redis,celery,fab,dev,docs]"; } \
        > "$VENV/install.log" 2>&1; then
     tail -50 "$VENV/install.log"
     echo "Install failed; the whole log is $VENV/install.log" >&2

@@ -5,9 +5,9 @@ Run ``canvas-oauth --help``; the entry point is :func:`airflow_provider_canvas.c
 
 from __future__ import annotations
 
-from airflow_provider_canvas.hooks.base import LmsHook
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.tokens.hook import LmsHook
 
 #: The hook of each connection type.
 HOOK_CLASSES: dict[str, type[LmsHook]] = {"canvas": CanvasHook, "brightspace": BrightspaceHook}

@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_canvas.cli import HOOK_CLASSES
-from airflow_provider_canvas.cli.scopes import report_for
-from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.brightspace import (
+from airflow_provider_canvas.brightspace.connection import (
     DEFAULT_SCOPES,
     DEFAULT_TOKEN_URL,
     LEGACY_TOKEN_URL_KEY,
     TOKEN_URL_KEY,
     stored_token_url,
 )
-from airflow_provider_canvas.hooks.connection_checks import check_base_url, is_loopback, parse_scopes
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.cli import HOOK_CLASSES
+from airflow_provider_canvas.cli.scopes import report_for
+from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common.connection_checks import check_base_url, is_loopback, parse_scopes
+from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.tokens.model import extra_value, is_token_key
 
 DEFAULT_SECRET_ENV = "CANVAS_OAUTH_CLIENT_SECRET"

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import pendulum
 
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.cli import HOOK_CLASSES
 from airflow_provider_canvas.cli.scopes import brightspace_covers, report_for
+from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common.connection_checks import parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.canvas import CanvasHook
-from airflow_provider_canvas.hooks.connection_checks import parse_scopes
-from airflow_provider_canvas.hooks.diagnostics import AccessTokenCheck
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.tokens.diagnostics import AccessTokenCheck
 from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.store import TokenStore
 

@@ -14,14 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_LIST_ACCOUNTS,
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
+from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 #: The group each scope is listed under in Canvas's developer key form (Enforce Scopes). Canvas
 #: names the group after the API documentation page of the endpoint, which the path does not

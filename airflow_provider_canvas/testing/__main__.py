@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from airflow_provider_canvas.files import write_atomically
+from airflow_provider_canvas.common.files import write_atomically
 from airflow_provider_canvas.testing.emulator import LmsEmulator
 from airflow_provider_canvas.testing.primitives import (
     BRIGHTSPACE,

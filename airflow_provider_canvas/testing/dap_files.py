@@ -1,6 +1,6 @@
 """Pulled Canvas Data 2 folders made on disk, as the pull leaves them, for the load's tests and benchmark.
 
-Follows the contract in :mod:`airflow_provider_canvas.loading.dap_state`: ``state.json``,
+Follows the contract in :mod:`airflow_provider_canvas.canvas_data.loading.state`: ``state.json``,
 ``schema-v<N>.json`` (``{"schema": ..., "version": N}``) and each batch's gzip JSON Lines under
 ``<job_id>/``. Records are ``{"key": ..., "value": ..., "meta": {"ts": ..., "action": ...}}``;
 a delete carries only ``key`` and ``meta``, and ``None`` values are left out, as DAP writes them.
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_canvas.loading.dap_state import DapBatch, DapTableFolder
+from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
 
 Record = Mapping[str, Any]
 

@@ -11,13 +11,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import (
     LmsAuthError,
     LmsConfigurationError,
     MetadataWriteError,
     TokenSaveError,
 )
-from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.durable import DurableCopy
 from airflow_provider_canvas.tokens.model import TokenSet
 from airflow_provider_canvas.tokens.record import fingerprint
@@ -467,7 +467,7 @@ class TokenLifecycle:
             "the live tokens: deleting it (a variables import, a metadata restore) loses the token "
             "chain. To let tasks write connections, create the connection %r (login/password of an "
             "Airflow user allowed to edit connections, or a bearer token) or fix its credentials; see "
-            "the README, 'Where tokens live'.",
+            "docs/tokens.md.",
             self.store.conn_id,
             reason,
             copies,

@@ -56,7 +56,7 @@ def refresh_lock(
     """The lock that serialises refreshes of ``conn_id``, chosen by the connection's ``lock_conn_id``."""
     if not lock_conn_id:
         return file_lock(state_dir, conn_id, timeout)
-    from airflow_provider_canvas.tokens.metadata import get_connection
+    from airflow_provider_canvas.common.airflow_access import get_connection
 
     lock_conn = get_connection(lock_conn_id)
     if lock_conn.conn_type == "postgres":

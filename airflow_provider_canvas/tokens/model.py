@@ -11,9 +11,9 @@ from pendulum import DateTime
 
 #: The keys of a connection's extra that hold token state, written by the hook.
 TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
-#: Extra keys renamed since 0.1: ``token_url`` made Airflow's form show and save ``***``.
+#: Extra keys renamed since 0.1.0: ``token_url`` made Airflow's form show and save ``***``.
 RENAMED_KEYS = {"token_url": "oauth_url"}
-#: What Airflow's 0.1 form saved in place of the masked ``token_url`` default: means "the default".
+#: What Airflow's form saved under 0.1.0 in place of the masked ``token_url`` default: means "the default".
 MASKED = "***"
 
 

@@ -1,26 +1,22 @@
 """The OAuth 2.0 token endpoint of one connection: the two grants, the response parsing, the error messages.
 
-Used by the hooks for every refresh and by ``canvas-oauth authorize`` for the first tokens. It only
+:class:`OAuthSettings` is what a product's connection says about its token endpoint (the Canvas and
+Brightspace settings derive from it); :meth:`OAuthSettings.client` makes the :class:`OAuthClient`
+that the hooks use for every refresh and ``canvas-oauth authorize`` for the first tokens. It only
 talks to the token endpoint; keeping the tokens is the :class:`TokenLifecycle`'s job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import requests
 from requests.auth import HTTPBasicAuth
 
+from airflow_provider_canvas.common.net import redact_url
+from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import LmsAuthError, LmsUnavailableError
-from airflow_provider_canvas.net import (
-    UNUSABLE_REQUEST,
-    never_sent,
-    redact_url,
-    retry_after_seconds,
-    unusable_request_error,
-)
 from airflow_provider_canvas.tokens.model import TokenSet
 
 #: Why a token request that failed in transit is not sent again, by grant type.
@@ -31,34 +27,54 @@ _MAY_HAVE_BEEN_USED = {
 }
 
 
-@dataclass
-class OAuthClient:
-    """Sends grants to ``token_url`` for one client and turns the answers into a :class:`TokenSet`.
+@dataclass(frozen=True)
+class OAuthSettings:
+    """What a connection says about its token endpoint; a product's connection settings derive from it."""
 
-    ``client_auth``: ``basic`` sends the client credentials as HTTP Basic (Brightspace), ``body``
-    in the form (Canvas). ``backoff``, ``wait`` and ``is_throttled`` are the hook's retry rules, so
-    the token endpoint is treated like the API it belongs to.
-    """
+    #: "basic": client credentials as HTTP Basic (Brightspace); "body": in the form (Canvas).
+    client_auth: ClassVar[Literal["basic", "body"]]
+    #: The refresh token dies when used (Brightspace): a refresh that may have reached the server
+    #: is never sent again.
+    single_use_refresh_tokens: ClassVar[bool]
+    #: Who answers, for messages: "Canvas LMS", "D2L Brightspace".
+    server_name: ClassVar[str]
 
+    base_url: str
     token_url: str
     client_id: str
     client_secret: str = field(repr=False)
-    client_auth: Literal["basic", "body"]
-    #: Who answers, for messages: "Canvas LMS", "D2L Brightspace".
-    server_name: str
+    #: The scope parameter of a refresh grant (None: keep the granted scopes).
+    refresh_scope: str | None
+
+    def client(
+        self, *, session: requests.Session, retry: RetryPolicy, timeout: tuple[float, float], conn_label: str
+    ) -> OAuthClient:
+        """The token endpoint of these settings, sending through ``session`` under ``retry``."""
+        return OAuthClient(self, session=session, retry=retry, timeout=timeout, conn_label=conn_label)
+
+
+@dataclass
+class OAuthClient:
+    """Sends grants to the token endpoint of ``settings`` and turns the answers into a :class:`TokenSet`.
+
+    The retry policy is the one of the API the endpoint belongs to; a grant that dies when used is
+    never sent again once it may have reached the server.
+    """
+
+    settings: OAuthSettings
+    session: requests.Session = field(repr=False)
+    retry: RetryPolicy = field(repr=False)
+    timeout: tuple[float, float]
     #: How messages name the connection: "connection 'x'", or "this connection" on the Test button.
     conn_label: str
-    session: requests.Session = field(repr=False)
-    timeout: tuple[float, float]
-    max_retries: int
-    backoff: Callable[[int], float] = field(repr=False)
-    wait: Callable[[float, str], None] = field(repr=False)
-    is_throttled: Callable[[requests.Response], bool] = field(repr=False)
 
-    def refresh(self, current: TokenSet, *, single_use: bool, scope: str | None) -> TokenSet:
-        """One refresh_token grant. ``single_use``: the refresh token dies when the server sees it."""
+    def refresh(self, current: TokenSet) -> TokenSet:
+        """One refresh_token grant: the new tokens (a Brightspace refresh token dies in it)."""
         response = self._grant(
-            "refresh_token", single_use=single_use, refresh_token=current.refresh_token, scope=scope
+            "refresh_token",
+            single_use=self.settings.single_use_refresh_tokens,
+            refresh_token=current.refresh_token,
+            scope=self.settings.refresh_scope,
         )
         return TokenSet.from_token_response(response, previous=current)
 
@@ -94,11 +110,15 @@ class OAuthClient:
         # oauthlib only on the rare token paths: a task whose token is fresh never loads it.
         from oauthlib.oauth2 import WebApplicationClient
 
-        client = WebApplicationClient(self.client_id)
-        if self.client_auth == "basic":
-            auth, credentials = HTTPBasicAuth(self.client_id, self.client_secret), {}
+        settings = self.settings
+        client = WebApplicationClient(settings.client_id)
+        if settings.client_auth == "basic":
+            auth, credentials = HTTPBasicAuth(settings.client_id, settings.client_secret), {}
         else:
-            auth, credentials = None, {"client_id": self.client_id, "client_secret": self.client_secret}
+            auth, credentials = (
+                None,
+                {"client_id": settings.client_id, "client_secret": settings.client_secret},
+            )
         if grant_type == "refresh_token":
             body = client.prepare_refresh_body(**body_fields, **credentials)
         else:
@@ -107,52 +127,40 @@ class OAuthClient:
                 client_secret=credentials.get("client_secret"),
                 **body_fields,
             )
-        where = f"POST {redact_url(self.token_url)}"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self.session.post(
-                    self.token_url,
+        try:
+            response = self.retry.send(
+                lambda: self.session.post(
+                    settings.token_url,
                     data=body,
                     headers={"Content-Type": "application/x-www-form-urlencoded"},
                     auth=auth,
                     timeout=self.timeout,
-                )
-            except UNUSABLE_REQUEST as err:
-                raise unusable_request_error(err, where, self.conn_label) from None
-            except requests.RequestException as err:
-                retryable = never_sent(err) or not single_use
-                if attempt > self.max_retries or not retryable:
-                    failure = LmsUnavailableError(
-                        f"{where} failed: {type(err).__name__}. "
-                        + ("" if retryable else _MAY_HAVE_BEEN_USED[grant_type]),
-                        status=0,
-                        url=redact_url(self.token_url),
-                    )
-                    failure.maybe_used = single_use and not never_sent(err)  # the lifecycle reads it
-                    raise failure from None
-                self.wait(self.backoff(attempt), f"{where}: {type(err).__name__}")
-                continue
-            retry_5xx = response.status_code >= 500 and not single_use
-            if (self.is_throttled(response) or retry_5xx) and attempt <= self.max_retries:
-                delay = retry_after_seconds(response.headers.get("Retry-After")) or self.backoff(attempt)
-                self.wait(delay, f"{where}: HTTP {response.status_code}")
-                continue
-            break
-        return self._parse(response, where, grant_type)
+                ),
+                method="POST",
+                url=settings.token_url,
+                repeatable=not single_use,
+                conn_label=self.conn_label,
+                may_have_landed=_MAY_HAVE_BEEN_USED[grant_type],
+            )
+        except LmsUnavailableError as err:
+            # Sent and perhaps taken: the lifecycle then keeps its announcement, so nobody presents it again.
+            err.maybe_used = single_use and _MAY_HAVE_BEEN_USED[grant_type] in str(err)  # type: ignore[attr-defined]
+            raise
+        return self._parse(response, f"POST {redact_url(settings.token_url)}", grant_type)
 
     def _parse(self, response: requests.Response, where: str, grant_type: str) -> dict[str, Any]:
         from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
 
         try:
-            return dict(WebApplicationClient(self.client_id).parse_request_body_response(response.text))
+            return dict(
+                WebApplicationClient(self.settings.client_id).parse_request_body_response(response.text)
+            )
         except OAuth2Error as err:
             if response.status_code >= 500:
                 raise LmsUnavailableError(
                     f"{where}: HTTP {response.status_code}",
                     status=response.status_code,
-                    url=redact_url(self.token_url),
+                    url=redact_url(self.settings.token_url),
                 ) from None
             raise LmsAuthError(
                 self.error_message(err.error, err.description, response.status_code, grant_type),
@@ -166,7 +174,7 @@ class OAuthClient:
         """What the refusal means and what a person does about it."""
         said = f"(HTTP {status} {error}: {description or 'no description'})."
         if grant_type == "authorization_code":
-            what = f"{self.server_name} refused the authorization code for {self.conn_label} {said}"
+            what = f"{self.settings.server_name} refused the authorization code for {self.conn_label} {said}"
             if error == "invalid_client":
                 return f"{what} Check the client ID and client secret."
             if error == "invalid_grant":
@@ -175,7 +183,7 @@ class OAuthClient:
                     "URI: run the authorization again."
                 )
             return what
-        what = f"{self.server_name} refused to refresh the tokens of {self.conn_label} {said}"
+        what = f"{self.settings.server_name} refused to refresh the tokens of {self.conn_label} {said}"
         if error == "invalid_client":
             return f"{what} Check the client ID (login) and client secret (password)."
         if error in ("invalid_grant", "invalid_request"):

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from airflow_provider_canvas.files import write_atomically
+from airflow_provider_canvas.common.files import write_atomically
 from airflow_provider_canvas.tokens.model import TokenSet
 
 

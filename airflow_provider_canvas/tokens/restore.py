@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.tokens.rescue import RescueFile
 from airflow_provider_canvas.tokens.store import TokenStore
 

@@ -13,8 +13,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import MetadataWriteError
-from airflow_provider_canvas.tokens import metadata
 from airflow_provider_canvas.tokens.durable import DurableCopy
 from airflow_provider_canvas.tokens.model import TokenSet, complete_extra
 from airflow_provider_canvas.tokens.record import (

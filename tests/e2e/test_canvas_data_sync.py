@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.dap_jobs import CallLimit
 from airflow_provider_canvas.testing.local_airflow import LocalAirflow

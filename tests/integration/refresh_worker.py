@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 from airflow_provider_canvas.exceptions import LmsError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from lms_fixtures import COLUMNS, postgres_connection_fields, user
 
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )

@@ -12,9 +12,9 @@ import pytest
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_provider_canvas.sensors.brightspace import BrightspaceNewExtractSensor
+from airflow_provider_canvas.brightspace.sensors.new_extract import BrightspaceNewExtractSensor
+from airflow_provider_canvas.brightspace.triggers.new_extract import BrightspaceNewExtractTrigger
 from airflow_provider_canvas.testing.primitives import utcnow
-from airflow_provider_canvas.triggers.bds_extracts import BrightspaceNewExtractTrigger
 
 COLUMNS = ["UserId", "UserName"]
 
@@ -81,7 +81,7 @@ def test_serialisation_round_trip():
         "bs", "Users", bds_type="Differential", newer_than="2026-11-01T00:00:00Z", poll_interval=60
     )
     path, kwargs = original.serialize()
-    assert path == "airflow_provider_canvas.triggers.bds_extracts.BrightspaceNewExtractTrigger"
+    assert path == "airflow_provider_canvas.brightspace.triggers.new_extract.BrightspaceNewExtractTrigger"
     assert BrightspaceNewExtractTrigger(**kwargs).serialize() == (path, kwargs)
     assert kwargs["newer_than"] == "2026-11-01T00:00:00Z"
 

@@ -12,12 +12,12 @@ import psycopg
 import pytest
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
-from airflow_provider_canvas.exceptions import ExtractFormatError, LmsError
-from airflow_provider_canvas.hooks.zip_check import quick_check
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )
+from airflow_provider_canvas.common.zip_check import quick_check
+from airflow_provider_canvas.exceptions import ExtractFormatError, LmsError
 from airflow_provider_canvas.testing.bds_files import CorruptSource
 from airflow_provider_canvas.testing.primitives import utcnow
 

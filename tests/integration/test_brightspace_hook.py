@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from lms_fixtures import stored_extra
 
-from airflow_provider_canvas.exceptions import BdsDownloadError, ExportJobError, LmsApiError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
-from airflow_provider_canvas.hooks.brightspace_models import ExportJobStatus
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.brightspace.hooks.brightspace_async import BrightspaceAsyncHook
+from airflow_provider_canvas.brightspace.hooks.models import ExportJobStatus
+from airflow_provider_canvas.exceptions import DownloadError, ExportJobError, LmsApiError
 from airflow_provider_canvas.testing.primitives import utcnow
 
 COLUMNS = ["UserId", "UserName", "OrgDefinedId", "IsDeleted"]
@@ -159,7 +159,7 @@ def test_truncated_download_out_of_attempts_leaves_nothing(emulator, hook, users
     full = hook.list_extracts("Users", "Full")[0]
     emulator.brightspace.truncate_next_download(20_000)
 
-    with pytest.raises(BdsDownloadError, match="failed after 1 attempts"):
+    with pytest.raises(DownloadError, match="failed after 1 attempts"):
         hook.download_extract(full, tmp_path / "users.zip", attempts=1)
 
     assert list(tmp_path.iterdir()) == []
@@ -169,7 +169,7 @@ def test_size_mismatch_is_refused_and_nothing_is_kept(emulator, hook, users, tmp
     full = hook.list_extracts("Users", "Full")[0]
     lying = dataclasses.replace(full, download_size=full.download_size + 1)
 
-    with pytest.raises(BdsDownloadError, match="DownloadSize") as raised:
+    with pytest.raises(DownloadError, match="DownloadSize") as raised:
         hook.download_extract(lying, tmp_path / "users.zip")
 
     assert "sig=" not in str(raised.value) and "expires=" not in str(raised.value)
@@ -218,7 +218,7 @@ def test_expired_export_job_download_says_so(emulator, hook, tmp_path):
 
 def test_listing_link_to_another_host_is_not_followed(emulator, hook, monkeypatch):
     with pytest.raises(Exception, match="another host"):
-        hook._api_url("http://evil.example/d2l/api/lp/1.49/datasets/bds")
+        hook.listings.api_url("http://evil.example/d2l/api/lp/1.49/datasets/bds")
     with pytest.raises(LmsApiError):
         hook.list_extracts("No Such Set")
 

@@ -13,10 +13,14 @@ import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, table_fingerprint, user
 
+from airflow_provider_canvas.brightspace.loading.postgres import (
+    LEDGER_TABLE,
+    PostgresExtractLoader,
+    key_columns_for,
+)
+from airflow_provider_canvas.common.airflow_access import get_connection
 from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
-from airflow_provider_canvas.loading.postgres import LEDGER_TABLE, PostgresExtractLoader, key_columns_for
 from airflow_provider_canvas.testing.brightspace import build_zip, csv_bytes
-from airflow_provider_canvas.tokens.metadata import get_connection
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -159,7 +163,7 @@ def test_new_column_is_added_and_removed_column_kept_with_nulls(loader, schema, 
         [{"UserId": "2", "UserName": "two", "IsDeleted": "False", "Email": "two@x.edu"}],
         columns=["UserId", "UserName", "IsDeleted", "Email"],
     )
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_canvas.loading.postgres"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_canvas.brightspace.loading.postgres"):
         result = loader.load(
             without_org_id, "users", ["UserId"], extract_id="d2", created_at=T0 + timedelta(days=2)
         )

@@ -14,21 +14,21 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from lms_fixtures import COLUMNS, dsn, postgres_connection_fields, user
 
-from airflow_provider_canvas.exceptions import (
-    BdsDownloadError,
-    DifferentialGapError,
-    ExportJobError,
-    LmsError,
-)
-from airflow_provider_canvas.loading.pull_state import PulledExtract
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.loading.pull_state import PulledExtract
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceAdvancedDataSetOperator,
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
     data_set_asset,
 )
+from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
+from airflow_provider_canvas.exceptions import (
+    DifferentialGapError,
+    DownloadError,
+    ExportJobError,
+    LmsError,
+)
 from airflow_provider_canvas.testing.primitives import utcnow
-from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
 
 @pytest.fixture
@@ -228,7 +228,7 @@ def test_one_failing_data_set_does_not_stop_the_others(seeded, conns, tmp_path):
 def test_truncated_download_fails_with_nothing_half_written(emulator, seeded, conns, tmp_path):
     emulator.brightspace.truncate_next_download(100)
 
-    with pytest.raises(BdsDownloadError, match="failed after 1 attempts"):
+    with pytest.raises(DownloadError, match="failed after 1 attempts"):
         pull_op(conns, tmp_path, data_sets=["Org Units"], download_attempts=1).execute({})
 
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -267,7 +267,7 @@ def test_ads_deferred_polled_by_the_trigger_then_downloaded(emulator, conns, tmp
     trigger = deferred.value.trigger
     assert deferred.value.method_name == "execute_complete"
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow_provider_canvas.triggers.brightspace.BrightspaceExportJobTrigger"
+    assert classpath == "airflow_provider_canvas.brightspace.triggers.ads.BrightspaceExportJobTrigger"
     assert set(kwargs) == {"conn_id", "job_id", "poll_interval", "timeout_at", "max_transient_errors"}
     rebuilt = BrightspaceExportJobTrigger(**kwargs)  # as the triggerer would
 

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.brightspace.hooks.brightspace_async import BrightspaceAsyncHook
+from airflow_provider_canvas.brightspace.operators.data_sets import BrightspaceDataSetsPullOperator
 from airflow_provider_canvas.exceptions import LmsPermissionError, LmsThrottledError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
-from airflow_provider_canvas.operators.brightspace import BrightspaceDataSetsPullOperator
 from airflow_provider_canvas.testing.primitives import utcnow
 
 COLUMNS = ["UserId", "UserName"]

@@ -11,9 +11,9 @@ import psycopg2
 import pytest
 from lms_fixtures import dsn
 
+from airflow_provider_canvas.brightspace.loading.catalogue import CATALOGUE, column_types_for, key_columns_for
+from airflow_provider_canvas.brightspace.loading.postgres import PostgresExtractLoader
 from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
-from airflow_provider_canvas.loading.catalogue import CATALOGUE, column_types_for, key_columns_for
-from airflow_provider_canvas.loading.postgres import PostgresExtractLoader
 from airflow_provider_canvas.testing.brightspace import build_zip, csv_bytes
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)

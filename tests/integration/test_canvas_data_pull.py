@@ -12,13 +12,13 @@ import pytest
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_canvas.canvas_data.hooks.canvas_data import CanvasDataHook
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
+from airflow_provider_canvas.canvas_data.operators.pull import CanvasDataPullOperator, canvas_data_asset
+from airflow_provider_canvas.canvas_data.triggers.jobs import CanvasDataJobsTrigger
 from airflow_provider_canvas.exceptions import DapJobError, LmsThrottledError
-from airflow_provider_canvas.hooks.canvas_data import CanvasDataHook
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
-from airflow_provider_canvas.operators.canvas_data import CanvasDataPullOperator, canvas_data_asset
 from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.dap_jobs import CallLimit
-from airflow_provider_canvas.triggers.canvas_data import CanvasDataJobsTrigger
 
 CLIENT_ID, CLIENT_SECRET = "us-east-1#7f3c2a10-dap-client", "dap-secret-value-Kx93"
 ROWS = {"accounts": 5, "users": 120, "courses": 10, "enrollments": 300}
@@ -48,7 +48,7 @@ def conn_id(dap, make_connection) -> str:
 def run_trigger(trigger: CanvasDataJobsTrigger) -> dict:
     """The trigger rebuilt from its serialised form, run as the triggerer would, up to its event."""
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow_provider_canvas.triggers.canvas_data.CanvasDataJobsTrigger"
+    assert classpath == "airflow_provider_canvas.canvas_data.triggers.jobs.CanvasDataJobsTrigger"
 
     async def first() -> dict:
         async for event in CanvasDataJobsTrigger(**kwargs).run():

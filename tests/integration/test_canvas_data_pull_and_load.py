@@ -16,8 +16,8 @@ import pytest
 from lms_fixtures import dsn
 from test_canvas_data_pull import CLIENT_ID, CLIENT_SECRET, make_op, pull
 
-from airflow_provider_canvas.loading.dap_load import DapTableLoader
-from airflow_provider_canvas.loading.dap_state import DapTableFolder
+from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.dap_jobs import CallLimit
 

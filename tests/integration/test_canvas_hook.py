@@ -9,16 +9,17 @@ import tracemalloc
 import pytest
 from lms_fixtures import CLIENT_SECRET
 
+from airflow_provider_canvas.canvas.hooks.canvas import (
+    SCOPE_GET_ACCOUNT,
+    SCOPE_GET_SSO_SETTINGS,
+    SCOPE_PUT_SSO_SETTINGS,
+    CanvasApiRules,
+    CanvasHook,
+)
 from airflow_provider_canvas.exceptions import (
     LmsConfigurationError,
     LmsNotFoundError,
     LmsPermissionError,
-)
-from airflow_provider_canvas.hooks.canvas import (
-    SCOPE_GET_ACCOUNT,
-    SCOPE_GET_SSO_SETTINGS,
-    SCOPE_PUT_SSO_SETTINGS,
-    CanvasHook,
 )
 
 FAST = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05}
@@ -107,7 +108,7 @@ def test_leaky_bucket_403_is_throttling_not_a_permission_error(emulator, lms_con
     emulator.canvas.bucket_capacity = 6.0
     emulator.canvas.bucket_drain_per_second = 200.0
     hook = CanvasHook(conn_id, **FAST)
-    hook.rate_limit_floor = 0.0  # no pacing, so the bucket really overflows
+    hook.api_rules = CanvasApiRules(rate_limit_floor=0.0)  # no pacing, so the bucket really overflows
 
     ids = [account["id"] for account in hook.list_sub_accounts(1)]
 

@@ -17,19 +17,19 @@ from airflow.utils.state import DagRunState
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET
 from structlog.testing import capture_logs
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsNotFoundError, LmsPermissionError
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_PUT_SSO_SETTINGS,
     CanvasHook,
 )
-from airflow_provider_canvas.operators.canvas import (
+from airflow_provider_canvas.canvas.operators.accounts import (
     CanvasAccountsOperator,
     CanvasSsoSettingsOperator,
     read_json_lines,
     summarize_accounts,
 )
+from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsNotFoundError, LmsPermissionError
 from airflow_provider_canvas.testing import LmsEmulator
 
 FAST = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05}

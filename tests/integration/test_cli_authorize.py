@@ -21,10 +21,10 @@ from airflow.models import Connection
 from airflow.utils.session import create_session
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, stored_extra
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS
+from airflow_provider_canvas.canvas.operators.accounts import CanvasAccountsOperator
 from airflow_provider_canvas.cli.main import main
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS
-from airflow_provider_canvas.operators.canvas import CanvasAccountsOperator
 from airflow_provider_canvas.testing.primitives import free_port
 
 CANVAS_SCOPES = [SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS]

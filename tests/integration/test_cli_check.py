@@ -6,14 +6,14 @@ from pathlib import Path
 
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, stored_extra
 
-from airflow_provider_canvas.cli.main import main
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
+from airflow_provider_canvas.cli.main import main
 
 DAGS = Path(__file__).parents[2] / "dags"
 DAG_SCOPES = [SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS, SCOPE_GET_SSO_SETTINGS, SCOPE_PUT_SSO_SETTINGS]

@@ -23,15 +23,15 @@ from lms_fixtures import CLIENT_ID, CLIENT_SECRET
 # The fake browser and the authorize runner are shared with the authorize tests.
 from test_cli_authorize import browser, cli_connections, client_secret, run_authorize  # noqa: F401
 
-from airflow_provider_canvas.cli.main import main
-from airflow_provider_canvas.exceptions import LmsPermissionError
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_LIST_ACCOUNTS,
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
+from airflow_provider_canvas.cli.main import main
+from airflow_provider_canvas.exceptions import LmsPermissionError
 
 DAGS = Path(__file__).parents[2] / "dags"
 CONN_ID = "canvas_dags"

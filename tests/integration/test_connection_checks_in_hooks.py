@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import CanvasHook
-from airflow_provider_canvas.tokens import metadata
 
 HOOKS = {"canvas": CanvasHook, "brightspace": BrightspaceHook}
 

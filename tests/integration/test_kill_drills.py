@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from lms_fixtures import postgres_connection_fields, stored_extra
 
-from airflow_provider_canvas.tokens import metadata
+from airflow_provider_canvas.common import airflow_access as metadata
 
 WORKER = Path(__file__).with_name("refresh_worker.py")
 

@@ -15,15 +15,15 @@ import pendulum
 import pytest
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, postgres_connection_fields, stored_extra
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import SCOPE_GET_ACCOUNT, CanvasHook
+from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import (
     LmsAuthError,
     LmsPermissionError,
     MetadataWriteError,
     TokenSaveError,
 )
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, CanvasHook
-from airflow_provider_canvas.tokens import metadata
 
 WORKER = Path(__file__).with_name("refresh_worker.py")
 

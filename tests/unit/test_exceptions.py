@@ -40,7 +40,7 @@ def test_errors_only_a_person_can_fix_stop_task_retries(cls: type[Exception]) ->
         exceptions.TokenLockTimeout,
         exceptions.TokenSaveError,
         exceptions.MetadataWriteError,
-        exceptions.BdsDownloadError,
+        exceptions.DownloadError,
     ],
 )
 def test_errors_a_later_try_may_not_meet_keep_task_retries(cls: type[Exception]) -> None:

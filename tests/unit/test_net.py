@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from airflow_provider_canvas.net import (
+from airflow_provider_canvas.common.net import (
     absolute_url,
     backoff_seconds,
     never_sent,

@@ -42,9 +42,9 @@ def test_airflow_lists_the_provider_and_both_connection_types():
     providers = {row["package_name"] for row in _airflow_cli("providers", "list")}
     assert "airflow-provider-canvas" in providers
     hooks = {row["connection_type"]: row["class"] for row in _airflow_cli("providers", "hooks")}
-    assert hooks["canvas"] == "airflow_provider_canvas.hooks.canvas.CanvasHook"
-    assert hooks["brightspace"] == "airflow_provider_canvas.hooks.brightspace.BrightspaceHook"
-    assert hooks["canvas_data"] == "airflow_provider_canvas.hooks.canvas_data.CanvasDataHook"
+    assert hooks["canvas"] == "airflow_provider_canvas.canvas.hooks.canvas.CanvasHook"
+    assert hooks["brightspace"] == "airflow_provider_canvas.brightspace.hooks.brightspace.BrightspaceHook"
+    assert hooks["canvas_data"] == "airflow_provider_canvas.canvas_data.hooks.canvas_data.CanvasDataHook"
 
 
 def test_the_canvas_data_form_asks_for_the_dap_client_and_a_namespace_only():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from airflow_provider_canvas.operators.brightspace import BrightspaceAdvancedDataSetOperator
+from airflow_provider_canvas.brightspace.operators.data_sets import BrightspaceAdvancedDataSetOperator
 
 
 @dag(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator
+from airflow_provider_canvas.canvas_data.operators.load import CanvasDataLoadOperator
 
 
 @dag(

@@ -25,7 +25,7 @@ from airflow.sdk import dag, task
 def custody_drill() -> None:
     @task
     def call_api(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
+        from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
 
         assert params is not None
         state_dir = tempfile.mkdtemp(prefix="canvas-e2e-pod-")
@@ -46,7 +46,7 @@ def custody_drill() -> None:
                 refreshes += hook.tokens.refresh_count
                 custody = hook.tokens.custody_seconds
             # Where the live refresh token is, by fingerprint (the REST API masks token values).
-            from airflow_provider_canvas.tokens import metadata
+            from airflow_provider_canvas.common import airflow_access as metadata
             from airflow_provider_canvas.tokens.record import fingerprint
 
             central = json.loads(

@@ -21,8 +21,8 @@ from airflow.sdk import dag, task
 def lms_drill() -> None:
     @task(retries=12, retry_delay=timedelta(seconds=8))
     def call_api(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-        from airflow_provider_canvas.hooks.canvas import CanvasHook
+        from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+        from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
         from airflow_provider_canvas.tokens.store import TokenStore
 
         assert params is not None

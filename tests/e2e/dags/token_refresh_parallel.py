@@ -23,9 +23,9 @@ def token_refresh_parallel() -> None:
     @task
     def call_api(index: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
         # Imported in the task: DAG files stay cheap to parse.
-        from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-        from airflow_provider_canvas.hooks.canvas import CanvasHook
-        from airflow_provider_canvas.tokens import metadata
+        from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+        from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
+        from airflow_provider_canvas.common import airflow_access as metadata
 
         assert params is not None
         if params["separate_hosts"]:

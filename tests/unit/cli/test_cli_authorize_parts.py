@@ -12,12 +12,12 @@ import pytest
 import requests
 from airflow.models import Connection
 
+from airflow_provider_canvas.canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_PUT_SSO_SETTINGS
 from airflow_provider_canvas.cli import authorize as cli
 from airflow_provider_canvas.cli.authorize import authorization_url, code_from_redirect
 from airflow_provider_canvas.cli.authorize_settings import Settings, resolve_settings
 from airflow_provider_canvas.cli.redirect_listener import RedirectListener
 from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
-from airflow_provider_canvas.hooks.canvas import SCOPE_GET_ACCOUNT, SCOPE_PUT_SSO_SETTINGS
 from airflow_provider_canvas.testing.primitives import free_port
 
 SECRET = "the-client-secret-9f"

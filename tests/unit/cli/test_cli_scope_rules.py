@@ -6,20 +6,20 @@ import json
 
 import pytest
 
+from airflow_provider_canvas.canvas.hooks.canvas import (
+    SCOPE_GET_ACCOUNT,
+    SCOPE_GET_SSO_SETTINGS,
+    SCOPE_LIST_SUB_ACCOUNTS,
+    SCOPE_PUT_SSO_SETTINGS,
+)
 from airflow_provider_canvas.cli.scopes import (
     ScopeReport,
     brightspace_covers,
     format_report,
     group_of,
 )
+from airflow_provider_canvas.common.connection_checks import parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.canvas import (
-    SCOPE_GET_ACCOUNT,
-    SCOPE_GET_SSO_SETTINGS,
-    SCOPE_LIST_SUB_ACCOUNTS,
-    SCOPE_PUT_SSO_SETTINGS,
-)
-from airflow_provider_canvas.hooks.connection_checks import parse_scopes
 
 
 def test_canvas_scopes_split_on_spaces_and_dedupe():

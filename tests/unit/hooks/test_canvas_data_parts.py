@@ -7,16 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_canvas.exceptions import DapObjectError, LmsAuthError, LmsConfigurationError
-from airflow_provider_canvas.hooks.canvas_data_auth import DapTokenCache
-from airflow_provider_canvas.hooks.canvas_data_models import (
+from airflow_provider_canvas.canvas_data.hooks.auth import DapTokenCache
+from airflow_provider_canvas.canvas_data.hooks.models import (
     DapAccessToken,
     DapJob,
     dap_error_message,
     object_file_name,
 )
-from airflow_provider_canvas.hooks.canvas_data_objects import unique_names, verify_gzip
-from airflow_provider_canvas.operators._canvas_data_tables import check_name, table_names
+from airflow_provider_canvas.canvas_data.hooks.objects import unique_names, verify_gzip
+from airflow_provider_canvas.canvas_data.operators._tables import check_name, table_names
+from airflow_provider_canvas.exceptions import DapObjectError, LmsAuthError, LmsConfigurationError
 
 
 def test_a_complete_incremental_job_round_trips_and_names_its_watermark():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_canvas.common.connection_checks import check_base_url, is_loopback, parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
-from airflow_provider_canvas.hooks.connection_checks import check_base_url, is_loopback, parse_scopes
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.8.9.10", "::1", "LOCALHOST"])

@@ -8,8 +8,9 @@ from collections.abc import Iterator, Mapping
 import pytest
 import requests
 
-from airflow_provider_canvas.exceptions import BdsDownloadError
-from airflow_provider_canvas.hooks.download import StreamingDownload
+from airflow_provider_canvas.common.download import StreamingDownload
+from airflow_provider_canvas.common.retry import RetryPolicy
+from airflow_provider_canvas.exceptions import DownloadError
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> requests.Response:
@@ -45,7 +46,7 @@ def _engine(answers: list[requests.Response], calls: Calls) -> StreamingDownload
         authorised_get=authorised_get,
         session=requests.Session(),
         timeout=(1.0, 1.0),
-        backoff=lambda attempt: 0.0,
+        retry=RetryPolicy(backoff_seconds=0.0, max_backoff_seconds=0.0),
         log=logging.getLogger("test"),
     )
 
@@ -65,7 +66,7 @@ def test_a_complete_body_lands_under_the_final_name_only(tmp_path):
 def test_a_size_other_than_announced_keeps_nothing_and_names_where_the_size_came_from(tmp_path):
     engine = _engine([_response(200, b"abc")], [])
 
-    with pytest.raises(BdsDownloadError, match="3 bytes but the listing's size is 4"):
+    with pytest.raises(DownloadError, match="3 bytes but the listing's size is 4"):
         engine.fetch("/file", tmp_path / "out.zip", expected_size=4, size_name="the listing's size")
 
     assert list(tmp_path.iterdir()) == []

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_canvas.common.zip_check import ZipStreamCheck, quick_check
 from airflow_provider_canvas.exceptions import ExtractFormatError
-from airflow_provider_canvas.hooks.zip_check import ZipStreamCheck, quick_check
 from airflow_provider_canvas.testing.bds_files import CorruptSource, GeneratedZip, build_zip
 
 CSV = b"UserId,UserName\r\n" + b"".join(b"%d,user%d\r\n" % (i, i) for i in range(20_000))

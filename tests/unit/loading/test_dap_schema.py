@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_provider_canvas.loading.dap_schema import (
+from airflow_provider_canvas.canvas_data.loading.schema import (
     DapColumn,
     DapSchemaError,
     column_type,

@@ -9,16 +9,16 @@ import pendulum
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_canvas.exceptions import DifferentialGapError, LmsConfigurationError, LmsError
-from airflow_provider_canvas.hooks.brightspace_models import BdsExtract
-from airflow_provider_canvas.loading.pull_state import (
+from airflow_provider_canvas.brightspace.hooks.models import BdsExtract
+from airflow_provider_canvas.brightspace.loading.pull_state import (
     DataSetFolder,
     PulledExtract,
     plan_load,
     plan_pull,
     slug,
 )
-from airflow_provider_canvas.operators.brightspace import _names, data_set_asset
+from airflow_provider_canvas.brightspace.operators.data_sets import _names, data_set_asset
+from airflow_provider_canvas.exceptions import DifferentialGapError, LmsConfigurationError, LmsError
 
 NOW = pendulum.datetime(2026, 11, 20, 6, tz="UTC")
 

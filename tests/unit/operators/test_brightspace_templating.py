@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from airflow.sdk import AssetAlias
 
-from airflow_provider_canvas.operators.brightspace import (
+from airflow_provider_canvas.brightspace.operators.data_sets import (
     BrightspaceAdvancedDataSetOperator,
     BrightspaceDataSetsPullOperator,
     BrightspaceDataSetsToPostgresOperator,
 )
-from airflow_provider_canvas.operators.canvas import CanvasAccountsOperator
+from airflow_provider_canvas.canvas.operators.accounts import CanvasAccountsOperator
 
 
 def test_connection_ids_and_locations_are_templated():

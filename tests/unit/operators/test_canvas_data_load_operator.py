@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.providers.openlineage.extractors import OperatorLineage
 from airflow.sdk import Asset, AssetAlias
 
-from airflow_provider_canvas.operators.canvas_data_load import CanvasDataLoadOperator, canvas_data_table_asset
+from airflow_provider_canvas.canvas_data.operators.load import CanvasDataLoadOperator, canvas_data_table_asset
 
 
 def test_each_load_declares_its_table_as_an_outlet_asset(tmp_path):

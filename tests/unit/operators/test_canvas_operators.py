@@ -14,8 +14,7 @@ import pendulum
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, LmsUnavailableError
-from airflow_provider_canvas.hooks.canvas import (
+from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_GET_ACCOUNT,
     SCOPE_GET_SSO_SETTINGS,
     SCOPE_LIST_ACCOUNTS,
@@ -25,13 +24,14 @@ from airflow_provider_canvas.hooks.canvas import (
     normalize_account_id,
     validate_sso_settings,
 )
-from airflow_provider_canvas.operators._jsonl import JsonLinesWriter
-from airflow_provider_canvas.operators.canvas import (
+from airflow_provider_canvas.canvas.operators._jsonl import JsonLinesWriter
+from airflow_provider_canvas.canvas.operators.accounts import (
     CanvasAccountsOperator,
     CanvasSsoSettingsOperator,
     read_json_lines,
     summarize_accounts,
 )
+from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, LmsUnavailableError
 
 DAGS = Path(__file__).parents[3] / "dags"
 UNSET = dict.fromkeys(("login_handle_name", "change_password_url", "auth_discovery_url", "unknown_user_url"))
@@ -121,7 +121,7 @@ def test_accounts_operator_arguments_are_checked_when_the_dag_is_parsed(kwargs, 
 
 
 def test_no_hook_and_no_connection_at_parse_time(mocker):
-    made = mocker.patch("airflow_provider_canvas.operators.canvas.CanvasHook")
+    made = mocker.patch("airflow_provider_canvas.canvas.operators.accounts.CanvasHook")
     CanvasAccountsOperator(task_id="a", mode="administered")
     _sso()
     made.assert_not_called()

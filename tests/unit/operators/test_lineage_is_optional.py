@@ -7,9 +7,9 @@ import sys
 
 SCRIPT = """
 import sys
-import airflow_provider_canvas.operators.brightspace as ops
-import airflow_provider_canvas.sensors.brightspace
-import airflow_provider_canvas.triggers.bds_extracts
+import airflow_provider_canvas.brightspace.operators.data_sets as ops
+import airflow_provider_canvas.brightspace.sensors.new_extract
+import airflow_provider_canvas.brightspace.triggers.new_extract
 ops.BrightspaceDataSetsPullOperator(task_id="pull", data_sets=["Users"], location="/tmp/x")
 names = ("openlineage", "airflow_provider_canvas.operators.bds_")
 print(sorted(m for m in sys.modules if m.startswith(names)))

@@ -7,7 +7,12 @@ import json
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from airflow_provider_canvas.ui_plugin import CanvasProviderPlugin, HiddenPortTestFix, without_hidden_port
+from airflow_provider_canvas.ui_plugin import (
+    CONN_TYPES,
+    CanvasProviderPlugin,
+    HiddenPortTestFix,
+    without_hidden_port,
+)
 
 
 def echo_app() -> TestClient:
@@ -21,9 +26,11 @@ def echo_app() -> TestClient:
     return TestClient(app)
 
 
-def test_the_hidden_port_of_a_canvas_or_brightspace_test_becomes_null():
+def test_the_hidden_port_of_each_connection_type_of_the_provider_becomes_null():
     client = echo_app()
-    for conn_type in ("canvas", "brightspace"):
+    # canvas_data hides its port too: its Test button was refused with HTTP 400 before it was listed.
+    assert {"canvas", "brightspace", "canvas_data"} == CONN_TYPES
+    for conn_type in ("canvas", "brightspace", "canvas_data"):
         sent = {"connection_id": "c", "conn_type": conn_type, "host": "https://h", "port": 0}
         answer = client.post("/api/v2/connections/test", json=sent).json()
         assert answer["body"] == {**sent, "port": None}

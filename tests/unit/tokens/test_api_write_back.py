@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_canvas.tokens import metadata
-from airflow_provider_canvas.tokens.metadata import MetadataWriteError
+from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common.airflow_access import MetadataWriteError
 
 USER, PASSWORD = "canvas_token_writer", "writer-password-value"
 JWT, STATIC_TOKEN = "jwt-from-login-value", "static-api-token-value"

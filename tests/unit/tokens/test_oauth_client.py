@@ -10,9 +10,9 @@ import pytest
 import requests
 from airflow.models import Connection
 
+from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
+from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.exceptions import LmsAuthError, LmsUnavailableError
-from airflow_provider_canvas.hooks.brightspace import BrightspaceHook
-from airflow_provider_canvas.hooks.canvas import CanvasHook
 
 TOKENS = {"access_token": "at-1", "token_type": "Bearer", "refresh_token": "rt-1", "expires_in": 3600}
 
@@ -120,5 +120,9 @@ def test_the_client_keeps_its_secret_out_of_repr_and_takes_the_hooks_retry_rules
     client = hook.oauth_client
 
     assert "secret-1" not in repr(client)
-    assert client.token_url == "https://lms.example.edu/login/oauth2/token"
-    assert (client.client_auth, client.max_retries, client.session) == ("body", 2, hook.session)
+    assert client.settings.token_url == "https://lms.example.edu/login/oauth2/token"
+    assert (client.settings.client_auth, client.retry.max_retries, client.session) == (
+        "body",
+        2,
+        hook.session,
+    )

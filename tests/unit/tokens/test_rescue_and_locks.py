@@ -60,7 +60,7 @@ def test_advisory_lock_key_is_stable_and_per_connection():
 
 
 def test_state_dir_follows_airflow_home(monkeypatch, tmp_path):
-    from airflow_provider_canvas.tokens import metadata
+    from airflow_provider_canvas.common import airflow_access as metadata
     from airflow_provider_canvas.tokens.rescue import RescueFile
 
     monkeypatch.delenv("AIRFLOW__CANVAS_PROVIDER__STATE_DIR", raising=False)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from airflow_provider_canvas.brightspace.hooks.brightspace_async import BrightspaceAsyncHook
+from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
 from airflow_provider_canvas.exceptions import LmsNotFoundError, LmsThrottledError
-from airflow_provider_canvas.hooks.brightspace_async import BrightspaceAsyncHook
-from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
 
 def run_trigger(trigger: BrightspaceExportJobTrigger) -> dict:
@@ -77,7 +77,7 @@ def test_serialize_round_trip_holds_no_secret():
     trigger = BrightspaceExportJobTrigger("bs_conn", "job-9", poll_interval=5, timeout_at=123.0)
     classpath, kwargs = trigger.serialize()
 
-    assert classpath == "airflow_provider_canvas.triggers.brightspace.BrightspaceExportJobTrigger"
+    assert classpath == "airflow_provider_canvas.brightspace.triggers.ads.BrightspaceExportJobTrigger"
     assert kwargs == {
         "conn_id": "bs_conn",
         "job_id": "job-9",

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 import pendulum
 import pytest
 
+from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
+from airflow_provider_canvas.common.airflow_access import ConnectionFields
 from airflow_provider_canvas.hooks import brightspace_async
-from airflow_provider_canvas.tokens.metadata import ConnectionFields
-from airflow_provider_canvas.triggers.brightspace import BrightspaceExportJobTrigger
 
 
 class _Server:

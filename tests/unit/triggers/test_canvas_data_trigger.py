@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from airflow_provider_canvas.hooks.canvas_data import CanvasDataHook
+from airflow_provider_canvas.canvas_data.hooks.canvas_data import CanvasDataHook
+from airflow_provider_canvas.canvas_data.triggers.jobs import CanvasDataJobsTrigger
+from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common.airflow_access import ConnectionFields
 from airflow_provider_canvas.testing.dap import DapEmulator
-from airflow_provider_canvas.tokens import metadata
-from airflow_provider_canvas.tokens.metadata import ConnectionFields
-from airflow_provider_canvas.triggers.canvas_data import CanvasDataJobsTrigger
 
 CLIENT_ID, CLIENT_SECRET = "dap-client", "dap-secret-123"
 
@@ -42,7 +42,7 @@ def test_serialisation_round_trip_keeps_every_argument():
     )
     classpath, kwargs = trigger.serialize()
 
-    assert classpath == "airflow_provider_canvas.triggers.canvas_data.CanvasDataJobsTrigger"
+    assert classpath == "airflow_provider_canvas.canvas_data.triggers.jobs.CanvasDataJobsTrigger"
     assert CanvasDataJobsTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert "secret" not in repr(kwargs).lower()
 

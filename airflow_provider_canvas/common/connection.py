@@ -1,0 +1,154 @@
+"""A hook's connection, read once: found, checked, its secret masked, its extra parsed into settings.
+
+Every hook of this provider derives from :class:`ConnectedHook` and names a ``settings_class``: a
+frozen dataclass of its product (``canvas/connection.py``, ...) that turns the stored fields into
+what requests need (URLs, scopes, the token endpoint), refusing what a person mistyped. The sync
+hook and the triggerer's async hook parse the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_canvas.common import airflow_access
+from airflow_provider_canvas.exceptions import LmsConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+#: What Airflow's 0.1 form saved in place of a masked default: means "the default".
+MASKED = "***"
+
+
+def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
+    """A field of the connection extra, accepting the legacy ``extra__<platform>__<name>`` key."""
+    value = extra.get(name)
+    if value in (None, ""):
+        value = extra.get(f"extra__{platform}__{name}")
+    return None if value == "" else value
+
+
+class Extras:
+    """A connection's extra as the settings read it: legacy ``extra__<type>__`` names, "" as unset."""
+
+    def __init__(self, extra: Mapping[str, Any], conn_type: str) -> None:
+        self._extra = extra
+        self._conn_type = conn_type
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = extra_value(self._extra, self._conn_type, name)
+        return default if value is None else value
+
+    def first(self, *names: str, default: Any = None) -> Any:
+        """The first of ``names`` that holds a value (``***`` counts as none), else ``default``."""
+        for name in names:
+            value = extra_value(self._extra, self._conn_type, name)
+            if value is not None and value != MASKED:
+                return value
+        return default
+
+
+Settings = TypeVar("Settings", covariant=True)
+
+
+class SettingsClass(Protocol[Settings]):
+    def parse(self, conn: Any, extras: Extras, conn_label: str) -> Settings: ...
+
+
+class ConnectedHook(BaseHook):
+    """The connection side of every hook; ``settings_class`` says what its fields mean.
+
+    :param conn_id: the connection; Airflow may pass it as ``<conn_name_attr>=`` (the Test button does).
+    :param timeout: (connect, read) seconds of every request.
+    :param max_retries: how often a connection error, a 5xx answer to a read or a throttled
+        request is retried.
+    :param backoff_seconds: the first retry's wait; it doubles with each retry (with jitter).
+    :param max_backoff_seconds: the longest wait between two retries.
+    """
+
+    conn_name_attr: ClassVar[str]
+    conn_type: ClassVar[str]
+    settings_class: ClassVar[SettingsClass[Any]]
+    #: What the login and password fields must hold, for the message when one is empty.
+    credentials_hint: ClassVar[str] = "the client ID as login and the client secret as password"
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        max_retries: int = 5,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+        **conn_id_by_name: str,
+    ) -> None:
+        super().__init__()
+        named = conn_id_by_name.pop(self.conn_name_attr, None)
+        if conn_id_by_name:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(conn_id_by_name)}")
+        self.conn_id = conn_id or named or getattr(self, "default_conn_name")  # noqa: B009
+        #: How messages name the connection. The Test button runs on a copy under a random id,
+        #: which would mean nothing to the person reading the message.
+        self.conn_label = f"connection {self.conn_id!r}"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    @classmethod
+    def for_connection(cls, connection: Any, *, mask: bool = True, **options: Any) -> Self:
+        """A hook on a connection it does not read itself: the CLI's connection to be, the triggerer's.
+
+        The connection is checked as a stored one is. ``mask=False``: the caller has registered
+        its secrets with the masker already (Airflow's async connection API does). ``options``
+        go to the constructor.
+        """
+        hook = cls(connection.conn_id, **options)
+        hook.__dict__["settings"] = hook.parse(connection)
+        if mask:
+            _mask_password(connection)
+        hook.__dict__["connection"] = connection
+        return hook
+
+    @cached_property
+    def connection(self) -> Any:
+        """The stored connection, checked: right type, a client ID and secret, what the settings need."""
+        conn = airflow_access.get_connection(self.conn_id)
+        self.__dict__["settings"] = self.parse(conn)
+        _mask_password(conn)
+        return conn
+
+    @cached_property
+    def settings(self) -> Any:
+        """The connection's fields as the product reads them (see ``settings_class``)."""
+        connection = self.connection  # reading the stored connection parses it
+        return self.__dict__.get("settings") or self.parse(connection)
+
+    def parse(self, conn: Any) -> Any:
+        """Check ``conn`` as this hook would use it and parse its settings; no I/O."""
+        return parse_connection(type(self), conn, self.conn_label)
+
+
+def parse_connection(hook: type[ConnectedHook], conn: Any, conn_label: str) -> Any:
+    """``conn`` checked for ``hook`` (type, client ID and secret) and parsed into its settings."""
+    if conn.conn_type != hook.conn_type:
+        raise LmsConfigurationError(
+            f"{conn_label} has type {conn.conn_type!r}; "
+            f"{hook.__name__} needs a connection of type {hook.conn_type!r}"
+        )
+    if not conn.login or not conn.password:
+        raise LmsConfigurationError(f"{conn_label} needs {hook.credentials_hint}")
+    return hook.settings_class.parse(conn, Extras(conn.extra_dejson or {}, hook.conn_type), conn_label)
+
+
+def _mask_password(conn: Any) -> None:
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(conn.password)
