@@ -84,7 +84,7 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def measure(workspace: Workspace, count: int) -> dict[str, list[dict[str, float]]]:
+def measure(workspace: Workspace, count: int, cases: dict[str, str]) -> dict[str, list[dict[str, float]]]:
     """``count`` refreshes in one task per lock backend, the tasks running at once."""
     with ExitStack() as stack:
         emulator = stack.enter_context(LmsEmulator())
@@ -96,7 +96,7 @@ def measure(workspace: Workspace, count: int) -> dict[str, list[dict[str, float]
         dags = workspace.root / "custody-dags"
         dags.mkdir(exist_ok=True)
         tag = uuid.uuid4().hex[:6]
-        conn_ids = {case: f"bench_custody_{index}_{tag}" for index, case in enumerate(CASES)}
+        conn_ids = {case: f"bench_custody_{index}_{tag}" for index, case in enumerate(cases)}
         for case, conn_id in conn_ids.items():
             dag_id = f"{DAG_ID}_{case.split()[0]}"
             (dags / f"{dag_id}.py").write_text(DAG.format(dag_id=dag_id, conn_id=conn_id, count=count))
@@ -114,7 +114,7 @@ def measure(workspace: Workspace, count: int) -> dict[str, list[dict[str, float]
             extra = {
                 **emulator.connection_extra("brightspace", issued, expired=True),
                 "expiry_buffer_seconds": 10**7,
-                **({"lock_conn_id": CASES[case]} if CASES[case] else {}),
+                **({"lock_conn_id": cases[case]} if cases[case] else {}),
             }
             airflow.add_connection(
                 conn_id, "brightspace", host=emulator.url, login="bench", password="bench-secret", extra=extra
@@ -125,11 +125,11 @@ def measure(workspace: Workspace, count: int) -> dict[str, list[dict[str, float]
         progress(f"custody: {len(runs)} tasks of {count} refreshes each, at once")
         samples = {}
         for case, (dag_id, run_id) in runs.items():
-            state = airflow.wait_for_run(dag_id, run_id, timeout=900)
+            state = airflow.wait_for_run(dag_id, run_id, timeout=3600)
             if state != "success":
                 raise RuntimeError(f"custody run {case} {state}: {airflow.log_tail('scheduler')}")
             samples[case] = airflow.xcom(dag_id, run_id, "refresh_repeatedly")
-        expected = count * len(CASES)
+        expected = count * len(cases)
         if (
             emulator.consumed_presentations("brightspace")
             or emulator.refresh_count("brightspace") != expected
@@ -177,13 +177,18 @@ def lease_stall(kills: int) -> list[float]:
     return stalls
 
 
-def run(workspace: Workspace, *, quick: bool, reps: int) -> CaseReport:
-    count = 20 if quick else 100 * reps
+def run(
+    workspace: Workspace, *, quick: bool, reps: int, count: int | None = None, backends: str = ""
+) -> CaseReport:
+    """``count`` refreshes per case (default 100 per rep); ``backends``: which CASES, comma-separated."""
+    count = count or (20 if quick else 100 * reps)
+    chosen = backends.split(",") if backends else [case.split()[0] for case in CASES]
+    cases = {case: lock for case, lock in CASES.items() if case.split()[0] in chosen}
     load_before = uptime()
-    samples = measure(workspace, count)
+    samples = measure(workspace, count, cases)
     load_after = uptime()
     table = Table(
-        f"Token custody inside tasks: {count} refreshes per lock backend, 3 tasks at once (ms)",
+        f"Token custody inside tasks: {count} refreshes per lock backend, {len(cases)} tasks at once (ms)",
         ["lock backend", "response -> first durable copy p50", "p99", "max", "whole refresh p50", "p99"],
     )
     raw: dict[str, Any] = {}
@@ -233,7 +238,14 @@ if __name__ == "__main__":
     import sys
 
     with Workspace(postgres_url=configured_server().url(TEST_DATABASE)) as bench_workspace:
-        report = run(bench_workspace, quick="--quick" in sys.argv, reps=1)
+        options = dict(zip(sys.argv[1::2], sys.argv[2::2], strict=False))
+        report = run(
+            bench_workspace,
+            quick="--quick" in sys.argv,
+            reps=1,
+            count=int(options.get("--count") or 0) or None,
+            backends=options.get("--backends", ""),
+        )
     for result in report.tables:
         print(result.render())
     for target in report.targets:

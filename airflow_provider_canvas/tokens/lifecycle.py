@@ -361,22 +361,36 @@ class TokenLifecycle:
         prepare: Callable[[], None] | None = None,
         obtained_by: str = "refreshed",
     ) -> bool:
-        """Rescue file, lock backend, Variable, connection: in that order, each as soon as possible.
+        """Lock backend, rescue file, Variable, connection: in that order, each as soon as possible.
 
-        Returns whether the tokens reached the connection (or, for a shadowed one, a central copy).
+        The lock backend's copy comes first, on the lock's open connection: a local fsync can take
+        longer on a busy disk. Returns whether the tokens reached the connection (or, for a shadowed
+        one, a central copy).
         """
+        durable_ok = False
+        if durable is not None and prepare is None:  # a refresh: the record is known already
+            record = self.store.next_record(
+                tokens, presented if presented is not None else self._connection()
+            )
+            durable_ok = self._keep_central(lambda: self.store.write_durable(durable, record), durable.name)
+            if durable_ok:
+                self._durable_now(received)
         try:
             self._rescue.write(tokens)
         except OSError as err:  # the central copies and the save below still follow
             log.error("Could not write the rescue copy %s (%s).", self._rescue.path, err)
-        if prepare is not None:
+        if prepare is not None:  # consent: the record follows what the connection holds after this
             prepare()
-        record = self.store.next_record(tokens, presented if presented is not None else self._connection())
-        durable_ok = durable is not None and self._keep_central(
-            lambda: self.store.write_durable(durable, record), durable.name
-        )
-        if durable_ok:
-            self._durable_now(received)
+            record = self.store.next_record(tokens, self._connection())
+            durable_ok = durable is not None and self._keep_central(
+                lambda: self.store.write_durable(durable, record), durable.name
+            )
+            if durable_ok:
+                self._durable_now(received)
+        elif durable is None or not durable_ok:
+            record = self.store.next_record(
+                tokens, presented if presented is not None else self._connection()
+            )
         variable_ok = self._keep_central(
             lambda: self.store.write_variable(record), f"the Airflow Variable {self.store.variable_key!r}"
         )
