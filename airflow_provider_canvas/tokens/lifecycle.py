@@ -186,7 +186,6 @@ class TokenLifecycle:
                 self._withdraw(durable)
             raise
         received = time.monotonic()
-        _mask(fresh)
         self.refresh_count += 1
         _drill_stall("token_response")
         saved = self._keep(fresh, received, durable, presented=current)
@@ -375,6 +374,9 @@ class TokenLifecycle:
             durable_ok = self._keep_central(lambda: self.store.write_durable(durable, record), durable.name)
             if durable_ok:
                 self._durable_now(received)
+        # Masked after the lock backend's copy: inside a task, each mask_secret is a round trip to the
+        # supervisor (about half a second at load), and nothing before this point logs a token.
+        _mask(tokens)
         try:
             self._rescue.write(tokens)
         except OSError as err:  # the central copies and the save below still follow
