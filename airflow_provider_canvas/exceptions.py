@@ -112,6 +112,11 @@ class DapJobError(LmsError):
     """A Canvas Data 2 (DAP) query job failed, expired, or did not finish in time."""
 
 
+class DapSnapshotRequiredError(LmsApiError):
+    """DAP refused an incremental query (400 SnapshotRequiredError): the table was reloaded, only a
+    new snapshot can follow. The pull starts one by itself."""
+
+
 class DapObjectError(LmsError):
     """A Canvas Data 2 object could not be downloaded whole, or is not intact gzip; nothing was kept."""
 
@@ -122,3 +127,15 @@ class ExtractFormatError(LmsError, ValueError):
 
 class DifferentialGapError(LmsError):
     """Differentials were missed: they are kept 14 days and the last pull is older than that."""
+
+
+class SisImportError(LmsError):
+    """A Canvas SIS import failed, was aborted, refused a change_threshold, or did not end in time."""
+
+
+class SisPayloadRefused(LmsError, AirflowFailException):
+    """A SIS payload was refused before upload (empty, much smaller than the last good one); nothing sent."""
+
+
+class AccountReportError(LmsError):
+    """A Canvas account report ended in ``error``/``aborted``, or did not finish in time."""

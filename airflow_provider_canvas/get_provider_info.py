@@ -167,7 +167,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.canvas.hooks.canvas"],
+                "python-modules": [
+                    "airflow_provider_canvas.canvas.hooks.canvas",
+                    "airflow_provider_canvas.canvas.hooks.canvas_async",
+                ],
             },
             {
                 "integration-name": "D2L Brightspace",
@@ -184,7 +187,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Canvas LMS",
-                "python-modules": ["airflow_provider_canvas.canvas.operators.accounts"],
+                "python-modules": [
+                    "airflow_provider_canvas.canvas.operators.accounts",
+                    "airflow_provider_canvas.canvas.operators.sis_import",
+                    "airflow_provider_canvas.canvas.operators.reports",
+                ],
             },
             {
                 "integration-name": "D2L Brightspace",
@@ -208,6 +215,10 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "triggers": [
+            {
+                "integration-name": "Canvas LMS",
+                "python-modules": ["airflow_provider_canvas.canvas.triggers.progress"],
+            },
             {
                 "integration-name": "D2L Brightspace",
                 "python-modules": [

@@ -18,7 +18,7 @@ from typing import Any
 from airflow_provider_canvas.testing.postgres import TEST_DATABASE, configured_server
 from benchmarks._harness import BenchError, CaseReport, Target, Workspace, machine_description, psql
 
-CASES = ("download", "pagination", "load", "dap_load", "tokens", "custody", "parse")
+CASES = ("download", "pagination", "load", "dap_load", "tokens", "custody", "parse", "sis_upload")
 # The tests' server: CANVAS_PROVIDER_POSTGRES_URL, by default postgresql://postgres@127.0.0.1:5432.
 DEFAULT_POSTGRES = configured_server().url(TEST_DATABASE)
 

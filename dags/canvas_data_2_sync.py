@@ -7,9 +7,13 @@ and ``state.json`` under ``CANVAS_DATA_LOCATION/<namespace>/<table>/``. A failed
 download URL or DAP's job-creation limit (about 5 a minute) ends with a message naming the table;
 the next run goes on from the last recorded watermark.
 
-Then one ``load_<table>`` task per table applies the new batches to ``canvas_data.<table>`` in the
-``canvas_data_warehouse`` PostgreSQL database: typed columns from DAP's schema, upserts and deletes
-in one transaction per table.
+Then ``load``, mapped over the tables the pull returned (``tables_pulled``), applies each table's new
+batches to ``canvas_data.<table>`` in the ``canvas_data_warehouse`` PostgreSQL database: typed
+columns from DAP's schema, upserts and deletes in one transaction per table.
+
+The tables: ``CANVAS_DATA_TABLES`` (comma-separated), default the four of the demo; ``all`` syncs
+every table DAP lists in the namespace at run time (about 90 in ``canvas``). DAP allows about 5
+job creations a minute, so the pull paces itself: 90 tables take about 18 minutes to start.
 
 Each pulled and each loaded table is an Asset: schedule a downstream DAG on
 ``canvas_data_asset(LOCATION, "canvas", "users")`` (files) or ``canvas_data_table_asset(...)``
@@ -24,7 +28,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, AssetAlias, task
 
 from airflow_provider_canvas.canvas_data.operators.load import CanvasDataLoadOperator
 from airflow_provider_canvas.canvas_data.operators.pull import CanvasDataPullOperator
@@ -36,7 +40,8 @@ POLL_SECONDS = float(os.environ.get("CANVAS_DATA_POLL_SECONDS", "30"))
 CANVAS_DATA_CONN_ID = "canvas_data_default"
 WAREHOUSE_CONN_ID = "canvas_data_warehouse"
 NAMESPACE = "canvas"
-TABLES = ["accounts", "users", "courses", "enrollments"]
+#: "all", or table names separated by commas.
+TABLES = os.environ.get("CANVAS_DATA_TABLES", "accounts,users,courses,enrollments")
 
 with DAG(
     dag_id="canvas_data_2_sync",
@@ -72,14 +77,20 @@ with DAG(
     )
     check_setup() >> pull
 
-    # One load per table: each applies what its table's pull recorded and its ledger lacks, in one
-    # transaction; a failed load leaves its batches pending for the next run, the other tables go on.
-    for table in TABLES:
-        pull >> CanvasDataLoadOperator(
-            task_id=f"load_{table}",
-            namespace=NAMESPACE,
-            table=table,
-            location=LOCATION,
-            postgres_conn_id=WAREHOUSE_CONN_ID,
-            schema="canvas_data",
-        )
+    @task
+    def tables_pulled(pulled: dict[str, object]) -> list[str]:
+        """The tables the pull returned (what ``all`` resolved to): one load each."""
+        return sorted(pulled)
+
+    # One load per table, mapped at run time over the tables the pull resolved: each applies what its
+    # table's pull recorded and its ledger lacks, in one transaction; a failed load leaves its batches
+    # pending for the next run, the other tables go on. The alias carries each table's asset event.
+    CanvasDataLoadOperator.partial(
+        task_id="load",
+        namespace=NAMESPACE,
+        location=LOCATION,
+        postgres_conn_id=WAREHOUSE_CONN_ID,
+        schema="canvas_data",
+        outlets=[AssetAlias(name=f"canvas-data-load:{WAREHOUSE_CONN_ID}/canvas_data")],
+        map_index_template="{{ task.table }}",
+    ).expand(table=tables_pulled(pull.output))

@@ -21,6 +21,13 @@ from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
+from airflow_provider_canvas.canvas.hooks.sis import (
+    SCOPE_CREATE_SIS_IMPORT,
+    SCOPE_GET_REPORT,
+    SCOPE_GET_SIS_IMPORT,
+    SCOPE_LIST_SIS_IMPORTS,
+    SCOPE_START_REPORT,
+)
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 #: The group each scope is listed under in Canvas's developer key form (Enforce Scopes). Canvas
@@ -32,6 +39,11 @@ CANVAS_SCOPE_GROUPS = {
     SCOPE_LIST_SUB_ACCOUNTS: "Accounts",
     SCOPE_GET_SSO_SETTINGS: "Authentication Providers",
     SCOPE_PUT_SSO_SETTINGS: "Authentication Providers",
+    SCOPE_CREATE_SIS_IMPORT: "SIS Imports",
+    SCOPE_LIST_SIS_IMPORTS: "SIS Imports",
+    SCOPE_GET_SIS_IMPORT: "SIS Imports",
+    SCOPE_START_REPORT: "Account Reports",
+    SCOPE_GET_REPORT: "Account Reports",
 }
 _PROVIDER_PACKAGE = "airflow_provider_canvas."
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Protocol
 
 import requests
@@ -145,17 +145,24 @@ class Transport:
         method = method.upper()
         url = absolute_url(self.base_url, path_or_url)
         refreshed = False
+        # A file body (a SIS upload) is read by each send: every repeat starts where the first did.
+        start = data.tell() if hasattr(data, "seek") and hasattr(data, "tell") else None
+
+        def send(**options: Any) -> requests.Response:
+            if start is not None:
+                data.seek(start)
+            return self.session.request(method, url, **options)
+
         while True:
             access_token = self.tokens.access_token()
             response = self.retry.send(
-                lambda token=access_token: self.session.request(  # type: ignore[misc]
-                    method,
-                    url,
+                partial(
+                    send,
                     params=params,
                     data=data,
                     json=json,
                     stream=stream,
-                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                    headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
                     timeout=self.timeout,
                 ),
                 method=method,

@@ -49,7 +49,8 @@ Seed document (every key optional):
       },
       "canvas_data": {
         "clients": [{"client_id": "us-east-1#dap-client", "client_secret": "s3cret"}],
-        "seed": 7, "rows": {"users": 500}, "job_polls": 2, "job_min_seconds": 0
+        "seed": 7, "rows": {"users": 500}, "job_polls": 2, "job_min_seconds": 0,
+        "catalogue": true, "rate_window": 60
       }
     }
 
@@ -163,7 +164,14 @@ def _start_dap(args: argparse.Namespace, seed: dict[str, Any]) -> Any:
     from airflow_provider_canvas.testing.dap import DapEmulator
 
     part = seed.get("canvas_data") or {}
-    dap = DapEmulator(args.host, args.dap_port or 0, seed=int(part.get("seed", 7)), rows=part.get("rows"))
+    dap = DapEmulator(
+        args.host,
+        args.dap_port or 0,
+        seed=int(part.get("seed", 7)),
+        rows=part.get("rows"),
+        catalogue=bool(part.get("catalogue", True)),
+        rate_window=float(part.get("rate_window", 60.0)),
+    )
     dap.request_log_level = logging.INFO
     dap.job_polls = int(part.get("job_polls", dap.job_polls))
     dap.job_min_seconds = float(part.get("job_min_seconds", 0))

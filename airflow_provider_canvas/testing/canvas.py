@@ -21,6 +21,9 @@ from airflow_provider_canvas.testing.canvas_accounts import (
     SsoWrite,
 )
 from airflow_provider_canvas.testing.canvas_oauth import REALM, CanvasClient, Grant
+from airflow_provider_canvas.testing.canvas_reports import AccountReports, CanvasFiles
+from airflow_provider_canvas.testing.canvas_sis import SisImports
+from airflow_provider_canvas.testing.canvas_sis_routes import SisRoutes
 from airflow_provider_canvas.testing.primitives import (
     EmulatorHost,
     IssuedTokens,
@@ -62,7 +65,56 @@ class CanvasEmulator(CanvasAccounts):
         self._sso: dict[int, dict[str, str | None]] = {}
         self._sso_writes: list[SsoWrite] = []
         param = r"(?P<{}>[^/]+)"
+        self.files = CanvasFiles(self._lock, lambda: emulator.url, lambda: emulator.signed_url)
+        self.sis_imports = SisImports(self._lock, self.files.add)
+        self.reports = AccountReports(self._lock, self.sis_imports, self.files)
+        sis = SisRoutes(self._resolve, self.sis_imports, self.reports, self.files)
+        self._sis_routes = sis
+        imports = rf"^/api/v1/accounts/{param.format('account_id')}/sis_imports"
+        reports = rf"^/api/v1/accounts/{param.format('account_id')}/reports/{param.format('report')}"
         self._routes = [
+            _Route(
+                "POST",
+                re.compile(imports + "$"),
+                "url:POST|/api/v1/accounts/:account_id/sis_imports",
+                1.0,
+                sis.create_import,
+            ),
+            _Route(
+                "GET",
+                re.compile(imports + "$"),
+                "url:GET|/api/v1/accounts/:account_id/sis_imports",
+                1.0,
+                sis.list_imports,
+            ),
+            _Route(
+                "GET",
+                re.compile(imports + rf"/{param.format('id')}$"),
+                "url:GET|/api/v1/accounts/:account_id/sis_imports/:id",
+                1.0,
+                sis.get_import,
+            ),
+            _Route(
+                "PUT",
+                re.compile(imports + rf"/{param.format('id')}/abort$"),
+                "url:PUT|/api/v1/accounts/:account_id/sis_imports/:id/abort",
+                1.0,
+                sis.abort_import,
+            ),
+            _Route(
+                "POST",
+                re.compile(reports + "$"),
+                "url:POST|/api/v1/accounts/:account_id/reports/:report",
+                1.0,
+                sis.start_report,
+            ),
+            _Route(
+                "GET",
+                re.compile(reports + rf"/{param.format('id')}$"),
+                "url:GET|/api/v1/accounts/:account_id/reports/:report/:id",
+                1.0,
+                sis.get_report,
+            ),
             _Route(
                 "GET", re.compile(r"^/api/v1/accounts$"), "url:GET|/api/v1/accounts", 2.0, self._list_roots
             ),
@@ -106,6 +158,8 @@ class CanvasEmulator(CanvasAccounts):
     def reset_records(self) -> None:
         with self._lock:
             self._sso_writes.clear()
+            self.sis_imports.uploads.clear()
+            self.files.storage.reset_records()
 
     def apply_seed(self, seed: dict[str, Any]) -> dict[str, IssuedTokens]:
         self._seed_settings(
@@ -119,6 +173,10 @@ class CanvasEmulator(CanvasAccounts):
                 "bucket_drain_per_second",
             ),
         )
+        for name, value in (seed.get("sis_imports") or {}).items():
+            setattr(self.sis_imports, name, value)  # step_seconds, stuck_importing, fail_next_with_error
+        for name, value in (seed.get("reports") or {}).items():
+            setattr(self.reports, name, value)  # step_seconds, fail_next_with
         self._seed_oauth(seed)
         tree = seed.get("account_tree")
         if isinstance(tree, int):
@@ -152,6 +210,8 @@ class CanvasEmulator(CanvasAccounts):
             return self._authorize(request)
         elif request.path.startswith("/api/v1/"):
             return self._api(request)
+        elif request.path.startswith("/files/") and request.method in ("GET", "HEAD"):
+            return self._sis_routes.download(request)
         return json_response(404, NOT_FOUND)
 
     def throttled_response(self, status: int | None, retry_after: int) -> Response:

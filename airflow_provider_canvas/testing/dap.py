@@ -42,7 +42,11 @@ class DapEmulator:
     """Canvas Data 2 on a local HTTP server, with a second host for the presigned object URLs.
 
     :param seed: the generator's seed: the same seed gives the same rows.
-    :param rows: rows per table of the namespace ``canvas`` (default ``DEFAULT_ROWS``).
+    :param rows: rows per table of the namespace ``canvas`` (default ``DEFAULT_ROWS``, and
+        ``CATALOGUE_ROWS`` for each table of the generated catalogue).
+    :param catalogue: the namespace also holds the 56 generated tables of ``CATALOGUE`` (60 in all).
+    :param rate_window: the seconds of DAP's per-client limits (published: 60, "5 per minute");
+        a test or benchmark scales them down, e.g. 6.0 for 5 job creations per 6 s.
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class DapEmulator:
         seed: int = 7,
         rows: dict[str, int] | None = None,
         access_token_ttl: int = 3600,
+        catalogue: bool = True,
+        rate_window: float = 60.0,
     ) -> None:
         self.host, self.port = host, port
         self.signed_host = signed_host or ("127.0.0.2" if host == "127.0.0.1" else host)
@@ -62,7 +68,7 @@ class DapEmulator:
         self.access_token_ttl = access_token_ttl
         self.clients: dict[str, str] = {}
         self.namespaces: dict[str, dict[str, EmulatedTable]] = {
-            "canvas": canvas_tables(seed, rows, at=time.time() - 3600)
+            "canvas": canvas_tables(seed, rows, at=time.time() - 3600, catalogue=catalogue)
         }
         self.jobs: dict[str, DapJob] = {}
         self.objects: dict[str, DapObject] = {}
@@ -70,8 +76,14 @@ class DapEmulator:
         self.job_polls, self.job_min_seconds = 2, 0.0
         self.rows_per_object = 500
         self.url_ttl = 900  # presigned URLs: about 15 minutes
-        self.job_creation = CallLimit(5, 60.0)
-        self.table_listing = CallLimit(5, 60.0)
+        self.rate_window = rate_window
+        self.job_creation = CallLimit(5, rate_window)
+        self.table_listing = CallLimit(5, rate_window)
+        #: False: a 429 carries no ``Retry-After`` (DAP's document does not promise one).
+        self.send_retry_after = True
+        #: Each object URL answer's URLs after the first N are issued expired (URLs that live N files).
+        self.url_lifetime_files: int | None = None
+        self._snapshot_required: set[tuple[str, str]] = set()
         self._tokens: dict[str, float] = {}  # JWT -> expiry (epoch seconds)
         self._fail_next: list[str] = []
         self._expire_next = 0
@@ -158,6 +170,11 @@ class DapEmulator:
         with self.lock:
             self._expire_next += count
 
+    def require_snapshot(self, table: str, namespace: str = "canvas") -> None:
+        """Instructure reloaded ``table``: incrementals get 400 SnapshotRequiredError until a snapshot."""
+        with self.lock:
+            self._snapshot_required.add((namespace, self.table(table, namespace).name))
+
     def expire_access_tokens(self) -> None:
         with self.lock:
             self._tokens = {token: 0.0 for token in self._tokens}
@@ -231,7 +248,7 @@ class DapEmulator:
         if table is None and request.method == "GET":
             wait = self.table_listing.take(client)
             if wait is not None:
-                return dap_error(429, "TooManyRequests", "Too many requests", {"Retry-After": str(wait)})
+                return self._throttled(wait)
             return json_response(200, {"tables": sorted(tables)})
         if table not in tables:
             return dap_error(404, "NotFound", f"table {namespace}.{table} does not exist")
@@ -246,10 +263,21 @@ class DapEmulator:
         wait = self.job_creation.take(client)
         if wait is not None:
             self.job_requests.append((table.name, "-", 429))
-            return dap_error(429, "TooManyRequests", "Too many requests", {"Retry-After": str(wait)})
+            return self._throttled(wait)
         if not isinstance(query, dict) or query.get("format") != "jsonl":
             return dap_error(400, "ValidationError", "the emulator serves format jsonl only")
         job_id = str(uuid.uuid4())
+        reloaded = (namespace, table.name) in self._snapshot_required
+        if query.get("since") and reloaded:
+            self.job_requests.append((table.name, "-", 400))
+            return dap_error(
+                400,
+                "SnapshotRequiredError",
+                f"Table {namespace}.{table.name} was reloaded: an incremental query cannot continue "
+                "from an earlier state, request a snapshot",
+            )
+        if not query.get("since"):
+            self._snapshot_required.discard((namespace, table.name))
         try:
             if query.get("since"):
                 since = parse_iso(str(query["since"]))
@@ -284,15 +312,21 @@ class DapEmulator:
         if not isinstance(wanted, list) or not all(isinstance(o, dict) and "id" in o for o in wanted):
             return dap_error(400, "ValidationError", 'expected [{"id": ...}, ...]')
         urls = {}
-        for item in wanted:
+        for position, item in enumerate(wanted):
             found = self.objects.get(str(item["id"]))
             if found is None:
                 return dap_error(404, "NotFound", f"object {item['id']} does not exist")
             ttl = self.url_ttl
             if self._expire_next > 0:
                 self._expire_next, ttl = self._expire_next - 1, -60
+            elif self.url_lifetime_files is not None and position >= self.url_lifetime_files:
+                ttl = -60
             urls[found.object_id] = {"url": self._storage.url_for(found, self.signed_url, ttl)}
         return json_response(200, {"urls": urls})
+
+    def _throttled(self, wait: int) -> Response:
+        headers = {"Retry-After": str(wait)} if self.send_retry_after else None
+        return dap_error(429, "TooManyRequests", "Too many requests", headers)
 
     def _serve_object(self, request: Request, found: DapObject) -> Response:
         source = found.source

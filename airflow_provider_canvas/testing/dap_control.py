@@ -24,12 +24,13 @@ class Controlled(Protocol):
     def fail_next_jobs(self, count: int = 1) -> None: ...
     def expire_next_urls(self, count: int = 1) -> None: ...
     def expire_access_tokens(self) -> None: ...
+    def require_snapshot(self, table: str) -> None: ...
 
 
 def control(emulator: Controlled, request: Request) -> Response:
     """``GET summary``; ``POST publish {table, inserts, updates, deletes}``, ``advance``,
     ``bump_schema {table, column, schema}``, ``fail_next_jobs {count}``, ``expire_next_urls {count}``,
-    ``expire_access_tokens``."""
+    ``expire_access_tokens``, ``require_snapshot {table}``."""
     action = request.path.removeprefix(CONTROL_PREFIX)
     payload = request.json() or {}
     try:
@@ -50,6 +51,8 @@ def control(emulator: Controlled, request: Request) -> Response:
             emulator.expire_next_urls(int(payload.get("count", 1)))
         elif action == "expire_access_tokens":
             emulator.expire_access_tokens()
+        elif action == "require_snapshot":
+            emulator.require_snapshot(str(payload["table"]))
         else:
             return dap_error(404, "NotFound", f"unknown control action {action}")
     except (KeyError, TypeError, ValueError) as err:

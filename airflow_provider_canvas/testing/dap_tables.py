@@ -298,17 +298,77 @@ def _columns() -> dict[str, tuple[str, list[Column]]]:
     }
 
 
+#: More tables of the real ``canvas`` namespace (it has about 90): generated schemas, few rows.
+CATALOGUE = (  # noqa: SIM905 (a list of 56 quoted names reads worse)
+    "access_tokens account_users assignment_groups assignment_override_students assignment_overrides "
+    "assignments attachments calendar_events collaborations communication_channels content_tags "
+    "context_external_tools context_modules conversation_message_participants conversation_messages "
+    "conversations course_account_associations course_sections developer_keys discussion_entries "
+    "discussion_topics enrollment_states enrollment_terms favorites folders grading_periods "
+    "grading_standards group_memberships groups late_policies learning_outcome_groups "
+    "learning_outcome_results learning_outcomes lti_line_items lti_results master_templates "
+    "originality_reports post_policies pseudonyms quiz_submissions quizzes role_overrides roles "
+    "rubric_assessments rubric_associations rubrics score_statuses scores submission_comments "
+    "submissions user_account_associations user_notes web_conference_participants web_conferences "
+    "wiki_pages wikis"
+).split()
+#: Rows of each catalogue table unless ``rows`` names it.
+CATALOGUE_ROWS = 40
+
 #: Default row counts of the namespace ``canvas``.
 DEFAULT_ROWS = {"accounts": 20, "users": 500, "courses": 60, "enrollments": 1500}
 
 
-def canvas_tables(seed: int, rows: dict[str, int] | None = None, *, at: float) -> dict[str, EmulatedTable]:
-    """The namespace ``canvas``: accounts, users, courses, enrollments, first committed at ``at``."""
+def _generated_column(rng: random.Random, index: int) -> Column:
+    """One column of a catalogue table: each JSON schema kind the loader maps, nullable or required."""
+    kind = rng.randrange(9)
+    name = f"{('ref', 'count', 'label', 'state', 'stamp', 'flag', 'score', 'data', 'tags')[kind]}_{index}"
+    if kind == 0:
+        return Column(f"{name}_id", INT64, lambda r, key: r.randrange(1, 10**12), rng.random() < 0.5)
+    if kind == 1:
+        return Column(name, INT32, _maybe(lambda r, key: r.randrange(0, 10**6), 0.2))
+    if kind == 2:
+        return Column(name, TEXT, _maybe(lambda r, key: f"{r.choice(_LAST)} \t{key}\n\u00e9", 0.2))
+    if kind == 3:
+        states = ("active", "deleted", "pending")
+        return Column(name, _enum(*states), _pick(*states), True)
+    if kind == 4:
+        return Column(name, TIME, _maybe(_time, 0.3))
+    if kind == 5:
+        return Column(name, BOOL, _pick(True, False))
+    if kind == 6:
+        double = {"type": "number", "format": "double"}
+        return Column(name, double, lambda r, key: round(r.uniform(0, 100), 3))
+    if kind == 7:
+        shape = {"type": "object", "properties": {"n": INT32, "s": TEXT}}
+        return Column(name, shape, _maybe(lambda r, key: {"n": r.randrange(9), "s": r.choice(_FIRST)}))
+    return Column(name, {"type": "array", "items": TEXT}, lambda r, key: r.sample(_FIRST, r.randrange(4)))
+
+
+def catalogue_columns(name: str) -> list[Column]:
+    """The columns of catalogue table ``name``: 2 to 40, the same for the same name on every run."""
+    rng = random.Random(f"catalogue:{name}")
+    width = rng.choice((2, 4, 6, 9, 14, 20, 28, 40))
+    columns = [_generated_column(rng, index) for index in range(width)]
+    created, updated = Column("created_at", TIME, _time, True), Column("updated_at", TIME, _time, True)
+    return [*columns, created, updated]
+
+
+def canvas_tables(
+    seed: int, rows: dict[str, int] | None = None, *, at: float, catalogue: bool = True
+) -> dict[str, EmulatedTable]:
+    """The namespace ``canvas``, first committed at ``at``: accounts, users, courses and enrollments
+    with hand-written schemas, and (``catalogue``) the tables of :data:`CATALOGUE`."""
     counts = {**DEFAULT_ROWS, **(rows or {})}
+    described = _columns()
+    if catalogue:
+        for name in CATALOGUE:
+            title = f"{name.replace('_', ' ').capitalize()} (generated schema)."
+            described[name] = (title, catalogue_columns(name))
     tables = {}
-    for name, (title, columns) in _columns().items():
+    for name, (title, columns) in described.items():
         table = EmulatedTable(name, title, columns, seed)
-        table.commit(at, inserts=counts[name])
+        table.commit(at, inserts=counts.get(name, CATALOGUE_ROWS))
         tables[name] = table
     return tables
 

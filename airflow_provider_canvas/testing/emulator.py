@@ -278,6 +278,8 @@ class LmsEmulator:
     # ----------------------------------------------------------------- routing
     def handle(self, request: Request) -> Response:
         if request.role == "signed":
+            if self.canvas.files.owns(request):
+                return self._fault(None) or self.canvas.files.handle_signed(request)
             return self._fault(None) or self.brightspace.handle_signed(request)
         if request.path.startswith("/_emulator/"):
             return handle_admin(self, request)
@@ -327,7 +329,7 @@ class LmsEmulator:
 
 
 def _platform_of(path: str) -> str | None:
-    if path.startswith(("/login/oauth2/", "/api/v1/")):
+    if path.startswith(("/login/oauth2/", "/api/v1/", "/files/")):
         return CANVAS
     if path.startswith(("/core/connect/", "/oauth2/", "/d2l/")):
         return BRIGHTSPACE

@@ -83,6 +83,8 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     role: str  # "api" (main listener) or "signed" (the download host)
+    #: A large body is spooled to this file instead of ``body`` (the handler may take the file over).
+    body_path: str | None = None
     _form: dict[str, list[str]] | None = field(default=None, repr=False)
 
     def arg(self, name: str, default: str | None = None) -> str | None:

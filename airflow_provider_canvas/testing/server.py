@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import socketserver
+import tempfile
 import threading
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -64,6 +66,23 @@ class EmulatorServer(ThreadingHTTPServer):
         self.server_port = int(port)
 
 
+#: Request bodies larger than this go to a temporary file (``Request.body_path``).
+SPOOL_BODIES_OVER = 8 * 2**20
+
+
+def _spool(source: Any, length: int) -> str:
+    handle, path = tempfile.mkstemp(prefix="emulator-body-")
+    with os.fdopen(handle, "wb") as out:
+        left = length
+        while left > 0:
+            block = source.read(min(left, 2**20))
+            if not block:
+                break  # the client went away; the handler sees a short file
+            out.write(block)
+            left -= len(block)
+    return path
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so paging through 10k accounts is fast
     # Headers and body go out in separate writes; without TCP_NODELAY each response waits ~40 ms.
@@ -95,7 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        body_path = None
+        if length > SPOOL_BODIES_OVER:
+            # A SIS upload may be gigabytes: to disk in blocks, never whole in memory.
+            body, body_path = b"", _spool(self.rfile, length)
+        else:
+            body = self.rfile.read(length) if length > 0 else b""
         split = urlsplit(self.path)
         request = Request(
             method=self.command,
@@ -104,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             role=self.server.role,
+            body_path=body_path,
         )
         emulator = self.server.emulator
         try:
@@ -111,6 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("emulator error on %s %s", request.method, redact_path(request.path))
             response = text_response(500, "emulator internal error")
+        finally:
+            if body_path is not None and os.path.exists(body_path):
+                os.unlink(body_path)
         # Logged before the body goes out: a client that has the response can rely on the line.
         log.log(
             emulator.request_log_level, "%s %s %s", request.method, redact_path(request.path), response.status

@@ -72,6 +72,12 @@ class SignedStorage(Generic[F]):
         signature = self._sign(token, expires).decode()
         return f"{base_url}/signed/{token}?expires={expires}&sig={signature}"
 
+    def owns(self, request: Request) -> bool:
+        """Whether the request's URL is one this storage signed (several stores share one host)."""
+        match = re.fullmatch(r"/signed/([A-Za-z0-9_-]+)", request.path)
+        with self._lock:
+            return bool(match) and match.group(1) in self._signed
+
     def _sign(self, token: str, expires: str) -> bytes:
         return hmac.new(self._signing_key, f"{token}:{expires}".encode(), hashlib.sha256).hexdigest().encode()
 

@@ -10,15 +10,16 @@ the hook.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property, partial
 from typing import Any, ClassVar
 
 import requests
 
 from airflow_provider_canvas.common import airflow_access
-from airflow_provider_canvas.common.connection import ConnectedHook
-from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, BearerAuth, Transport
+from airflow_provider_canvas.common.api_hook import ApiHook
+from airflow_provider_canvas.common.download import DownloadedFile, StreamingDownload
+from airflow_provider_canvas.common.transport import BearerAuth
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.tokens.diagnostics import (
     AccessTokenCheck,
@@ -35,7 +36,7 @@ from airflow_provider_canvas.tokens.settings import LmsSettings
 from airflow_provider_canvas.tokens.store import TokenStore
 
 
-class LmsHook(ConnectedHook):
+class LmsHook(ApiHook):
     """Base of :class:`CanvasHook` and :class:`BrightspaceHook` (see :class:`ConnectedHook` for the
     constructor's parameters).
 
@@ -46,27 +47,17 @@ class LmsHook(ConnectedHook):
     """
 
     settings_class: ClassVar[type[LmsSettings]]
-    #: The API's answers: refusals, pacing, what a dead token looks like.
-    api_rules: ClassVar[ApiRules] = ApiRules()
     settings: LmsSettings
 
     @property
     def platform(self) -> str:
         return self.settings_class.platform
 
-    @property
-    def base_url(self) -> str:
-        return self.settings.base_url
-
     def extra(self, name: str, default: Any = None) -> Any:
         """A field of the connection's extra (legacy key names accepted)."""
         return self.settings.extras.get(name, default)
 
     # Composition ------------------------------------------------------------------------------
-
-    @cached_property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_retries, self.backoff_seconds, self.max_backoff_seconds, log=self.log)
 
     @cached_property
     def oauth_client(self) -> OAuthClient:
@@ -94,18 +85,6 @@ class LmsHook(ConnectedHook):
         )
 
     @cached_property
-    def transport(self) -> Transport:
-        return Transport(
-            base_url=self.base_url,
-            tokens=self.tokens,
-            retry=self.retry,
-            timeout=self.timeout,
-            conn_label=self.conn_label,
-            rules=self.api_rules,
-            log=self.log,
-        )
-
-    @cached_property
     def checks(self) -> AccessTokenChecks:
         return AccessTokenChecks(
             session=self.session,
@@ -124,23 +103,6 @@ class LmsHook(ConnectedHook):
 
     # Requests ---------------------------------------------------------------------------------
 
-    @cached_property
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
-        return session
-
-    def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """See :meth:`Transport.request`: an authorised request, retried as the policy says."""
-        return self.transport.request(method, path_or_url, **kwargs)
-
-    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
-        return self.transport.get_json(path_or_url, **kwargs)
-
     def get_conn(self) -> requests.Session:
         """A ``requests.Session`` that sends this connection's access token to its host.
 
@@ -152,6 +114,23 @@ class LmsHook(ConnectedHook):
         session.headers["Accept"] = "application/json"
         session.auth = BearerAuth(self.tokens, self.base_url)
         return session
+
+    def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
+        """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`.
+
+        A redirect to storage on another host goes there without the bearer token.
+        """
+        engine = StreamingDownload(
+            base_url=self.base_url,
+            authorised_get=lambda url, headers, scope: self.request(
+                "GET", url, scope=scope, stream=True, headers=headers
+            ),
+            session=self.session,
+            timeout=self.timeout,
+            retry=self.retry,
+            log=self.log,
+        )
+        return engine.fetch(url, destination, **options)
 
     # Tokens -----------------------------------------------------------------------------------
 
@@ -197,7 +176,7 @@ class LmsHook(ConnectedHook):
     @property
     def authorization_endpoint(self) -> str:
         """Where a person consents (OAuth2 authorization endpoint)."""
-        return str(self.settings.authorization_endpoint)  # type: ignore[attr-defined]
+        raise NotImplementedError
 
     def authorization_params(self) -> dict[str, str]:
         """Platform-specific parameters of the authorization URL."""

@@ -100,7 +100,8 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
         assert airflow.wait_for_run("canvas_data_2_sync", second, timeout=240) == "success"
         incremental = airflow.xcom("canvas_data_2_sync", second, "pull")
         log = airflow.task_log("canvas_data_2_sync", second, "pull")
-        loaded = airflow.xcom("canvas_data_2_sync", second, "load_users")
+        mapped = airflow.xcom("canvas_data_2_sync", second, "tables_pulled")
+        loaded = airflow.xcom("canvas_data_2_sync", second, "load", map_index=mapped.index("users"))
         final = {t: {r["key"]["id"]: r["value"] for r in dap.table(t).snapshot()[0]} for t in TABLES}
 
     assert {t: snapshot[t]["kind"] for t in TABLES} == dict.fromkeys(TABLES, "snapshot")
@@ -113,6 +114,7 @@ def test_the_example_dag_pulls_snapshots_then_incrementals_waiting_in_the_trigge
     assert json.loads(courses.schema_file(2).read_text())["version"] == 2
     assert not any(d.had_authorization for d in dap.signed_downloads)
     assert "Waiting in the triggerer for 4 DAP job(s)" in log and CLIENT_SECRET not in log
+    assert mapped == sorted(TABLES)  # one mapped load per table the pull resolved
     # The loads ran after each pull: PostgreSQL holds the emulator's tables, row for row.
     assert loaded["rows_deleted"] == 2 and loaded["batches"]
     with psycopg.connect(warehouse_url) as db:

@@ -15,13 +15,14 @@ import pytest
 
 from airflow_provider_canvas.get_provider_info import CONN_FIELDS
 from airflow_provider_canvas.testing import LmsEmulator
+from airflow_provider_canvas.testing.dap import DapEmulator
 from airflow_provider_canvas.testing.local_airflow import LocalAirflow
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "ui"
-HOOK_NAMES = {"canvas": "Canvas LMS", "brightspace": "D2L Brightspace"}
+HOOK_NAMES = {"canvas": "Canvas LMS", "brightspace": "D2L Brightspace", "canvas_data": "Canvas Data 2 (DAP)"}
 CLIENT_ID, CLIENT_SECRET = "ui-client", "ui-client-secret-value"
 # Flags for a root user on a machine without outside network (Chromium's background calls are refused).
 CHROMIUM_ARGS = [
@@ -186,3 +187,37 @@ def test_the_test_button_reports_the_providers_answer(local_airflow, page, emula
     assert "This connection holds no access token" in message
     assert "never refreshes tokens" in message
     assert emulator.refresh_count(conn_type) == 0  # the Test button never spends a refresh token
+
+
+def test_the_test_button_of_a_canvas_data_connection_logs_in_to_dap(local_airflow, page):
+    """Right client ID and secret: DAP's answer; a wrong secret: what to fix, never the secret."""
+    right, wrong = "ui_test_canvas_data", "ui_test_canvas_data_wrong_secret"
+    client_id, secret = "us-east-1#ui-dap-client", "ui-dap-secret-value"
+    with DapEmulator(
+        rows={"accounts": 2, "users": 2, "courses": 2, "enrollments": 2}, catalogue=False
+    ) as dap:
+        dap.register_client(client_id, secret)
+        for conn_id, password in ((right, secret), (wrong, "not-the-dap-secret")):
+            local_airflow.add_connection(
+                conn_id, "canvas_data", host=dap.url, login=client_id, password=password, extra={}
+            )
+        page.goto(f"{local_airflow.api_url}/connections")
+
+        row(page, right).get_by_role("button", name="Test Connection").click()
+        success = page.get_by_text("Test Connection Successful").locator("xpath=..")
+        success.wait_for()
+        shot(page, "07_test_button_canvas_data_ok")
+        assert f"DAP at {dap.url} accepted the client ID and secret" in success.inner_text()
+
+        page.mouse.move(0, 0)  # the first button's tooltip covers the row below
+        page.locator("[data-scope=tooltip][data-part=positioner]").first.wait_for(state="hidden")
+        row(page, wrong).get_by_role("button", name="Test Connection").click()
+        failure = page.get_by_text("Test Connection Failed").locator("xpath=..")
+        failure.wait_for()
+        shot(page, "08_test_button_canvas_data_wrong_secret")
+        message = failure.inner_text()
+        assert "DAP refused the client ID and secret (HTTP 401" in message
+        assert "identity.instructure.com" in message and "Bad Request" not in message
+        assert "not-the-dap-secret" not in message
+        # One login per press, no job and no listing (both are rate-limited at DAP).
+        assert [status for _, status in dap.logins] == [200, 401] and dap.job_requests == []

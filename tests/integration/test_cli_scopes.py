@@ -30,10 +30,27 @@ from airflow_provider_canvas.canvas.hooks.canvas import (
     SCOPE_LIST_SUB_ACCOUNTS,
     SCOPE_PUT_SSO_SETTINGS,
 )
+from airflow_provider_canvas.canvas.hooks.sis import (
+    SCOPE_CREATE_SIS_IMPORT,
+    SCOPE_GET_REPORT,
+    SCOPE_GET_SIS_IMPORT,
+    SCOPE_LIST_SIS_IMPORTS,
+    SCOPE_START_REPORT,
+)
 from airflow_provider_canvas.cli.main import main
 from airflow_provider_canvas.exceptions import LmsPermissionError
 
 DAGS = Path(__file__).parents[2] / "dags"
+#: The DAGs the proof below runs (canvas_sis_nightly's scopes are proven by its e2e test, whose
+#: developer key enforces exactly what this command lists for it).
+ACCOUNT_DAGS = ("canvas_account_inventory.py", "canvas_sso_settings_restore.py")
+SIS_SCOPES = [
+    SCOPE_CREATE_SIS_IMPORT,
+    SCOPE_LIST_SIS_IMPORTS,
+    SCOPE_GET_SIS_IMPORT,
+    SCOPE_START_REPORT,
+    SCOPE_GET_REPORT,
+]
 CONN_ID = "canvas_dags"
 PRODUCTION_DISCOVERY = "https://login.example.edu/canvas/discovery"  # copied over by the refresh
 WANTED = {"auth_discovery_url": "https://login-test.example.edu/canvas/discovery"}
@@ -55,10 +72,13 @@ def test_scopes_of_the_example_dags_grouped_as_the_developer_key_form(capsys):
         elif re.fullmatch(r"    url:\S+", line):
             current.append(line.strip())
     assert groups == {
+        "Account Reports": [SCOPE_START_REPORT, SCOPE_GET_REPORT],
         "Accounts": [SCOPE_LIST_SUB_ACCOUNTS, SCOPE_GET_ACCOUNT],
         "Authentication Providers": [SCOPE_GET_SSO_SETTINGS, SCOPE_PUT_SSO_SETTINGS],
+        "SIS Imports": [SCOPE_LIST_SIS_IMPORTS, SCOPE_CREATE_SIS_IMPORT, SCOPE_GET_SIS_IMPORT],
     }
     assert "used by canvas_account_inventory.read_account_tree\n" in out
+    assert "used by canvas_sis_nightly.sis_import\n" in out
     brightspace = scopes_output(capsys, "--dags-folder", str(DAGS), "--platform", "brightspace")
     assert "brightspace_data_sets_pull.pull" in brightspace
     for scope in ("datasets:bds:read", "datahub:dataexports:read", "datahub:dataexports:download"):
@@ -70,7 +90,13 @@ def test_scopes_list_json_and_all_operators(capsys):
         capsys, "--dags-folder", str(DAGS), "--platform", "canvas", "--format", "list"
     ).split()
     assert listed == sorted(
-        [SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS, SCOPE_GET_SSO_SETTINGS, SCOPE_PUT_SSO_SETTINGS]
+        [
+            SCOPE_GET_ACCOUNT,
+            SCOPE_LIST_SUB_ACCOUNTS,
+            SCOPE_GET_SSO_SETTINGS,
+            SCOPE_PUT_SSO_SETTINGS,
+            *SIS_SCOPES,
+        ]
     )
     as_json = json.loads(scopes_output(capsys, "--dags-folder", str(DAGS), "--format", "json"))
     assert as_json["used_by"][SCOPE_PUT_SSO_SETTINGS] == ["canvas_sso_settings_restore.restore_sso_settings"]
@@ -154,8 +180,12 @@ def test_the_listed_scopes_are_exactly_what_the_example_dags_call(
     tmp_path,
     monkeypatch,
 ):
+    dags = tmp_path / "account_dags"
+    dags.mkdir()
+    for name in ACCOUNT_DAGS:
+        shutil.copy(DAGS / name, dags)
     listed = scopes_output(
-        capsys, "--dags-folder", str(DAGS), "--platform", "canvas", "--format", "list"
+        capsys, "--dags-folder", str(dags), "--platform", "canvas", "--format", "list"
     ).split()
     emulator.canvas.register_client(CLIENT_ID, CLIENT_SECRET, scopes=listed)  # Enforce Scopes: exactly these
     emulator.canvas.generate_account_tree(31, fanout=5)
@@ -163,7 +193,7 @@ def test_the_listed_scopes_are_exactly_what_the_example_dags_call(
 
     # 1. authorize asks for what the DAGs need, and the DAGs run on that connection.
     assert (
-        run_authorize(emulator, "canvas", CONN_ID, [], cli_connections, "--scopes-from-dags", str(DAGS)) == 0
+        run_authorize(emulator, "canvas", CONN_ID, [], cli_connections, "--scopes-from-dags", str(dags)) == 0
     )
     inventory = _run_dag(
         "canvas_account_inventory",
@@ -194,7 +224,7 @@ def test_the_listed_scopes_are_exactly_what_the_example_dags_call(
     assert used == set(listed)
 
     # 3. Without any one listed scope, some call of the DAGs fails, naming that scope.
-    bag = DagBag(dag_folder=str(DAGS))
+    bag = DagBag(dag_folder=str(dags))
     for index, missing in enumerate(listed):
         client_id = f"key-without-{index}"
         emulator.canvas.register_client(client_id, CLIENT_SECRET, scopes=[s for s in listed if s != missing])

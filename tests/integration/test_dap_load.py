@@ -271,7 +271,7 @@ def test_a_breaking_schema_change_fails_with_what_changed_and_changes_nothing(lo
     message = str(caught.value)
     assert "column 'n' changed type from integer to text" in message
     assert "column 'score' was removed" in message
-    assert f"DROP TABLE {schema}.users" in message and "state.json" in message
+    assert f"DROP TABLE {schema}.users" in message and "force_snapshot=['users']" in message
     assert fingerprint(schema) == before
 
 
@@ -316,7 +316,8 @@ def test_an_incremental_after_a_gap_is_refused(loader, source, schema):
         since=iso(later),
         until=iso(later + timedelta(hours=1)),
     )
-    with pytest.raises(DapDataError, match=r"the changes in between were never pulled\. Pull a snapshot"):
+    never_pulled = r"the changes in between were never pulled\. To start over: .*force_snapshot=\['users'\]"
+    with pytest.raises(DapDataError, match=never_pulled):
         loader.load(source.pulled.folder)
 
 

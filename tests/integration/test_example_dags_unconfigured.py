@@ -39,6 +39,7 @@ def load_dag(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DAG
         ("lms_token_keepalive.py", "create the connection 'brightspace_default' (type brightspace"),
         ("canvas_data_2_sync.py", "create the connection 'canvas_data_default' (type canvas_data"),
         ("brightspace_on_new_extract.py", "create the connection 'brightspace_warehouse' (type postgres"),
+        ("canvas_sis_nightly.py", "create the connection 'sis_source' (type postgres"),
     ],
 )
 def test_an_unconfigured_example_dag_skips_with_what_to_set(dag_file, to_set, capfd, tmp_path, monkeypatch):

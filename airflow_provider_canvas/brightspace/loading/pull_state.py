@@ -93,6 +93,22 @@ def location_uri(location: str | os.PathLike[str] | ObjectStoragePath) -> str:
     return path.as_uri() if path is not None else str(location)
 
 
+def storage_root(location: str | os.PathLike[str] | ObjectStoragePath) -> Path | ObjectStoragePath:
+    """A local ``Path``, or an ObjectStoragePath for a URL such as ``s3://conn_id@bucket/prefix``.
+
+    Templated locations render to text, so a URL given as text is made an ObjectStoragePath here
+    (its connection, if any, named before the ``@``).
+    """
+    path = local_path(location)
+    if path is not None:
+        return path
+    if isinstance(location, str):
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(location)
+    return location  # type: ignore[return-value]
+
+
 def copy_to_object_store(local: Path, target: ObjectStoragePath) -> None:
     """Stream a finished local file to an object store; the object appears when the upload ends."""
     with open(local, "rb") as src:
@@ -118,9 +134,9 @@ class DataSetFolder:
     def __init__(self, root: str | os.PathLike[str] | ObjectStoragePath, data_set: str) -> None:
         self.data_set = data_set
         self.slug = slug(data_set)
-        base = local_path(root)
-        self.is_local = base is not None
-        self.path: Any = (base if base is not None else root) / self.slug
+        base = storage_root(root)
+        self.is_local = isinstance(base, Path)
+        self.path: Any = base / self.slug
 
     @property
     def uri(self) -> str:

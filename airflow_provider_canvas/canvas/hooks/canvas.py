@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
 from airflow_provider_canvas.canvas.connection import CanvasSettings
+from airflow_provider_canvas.canvas.hooks.paths import _account_path, normalize_account_id
+from airflow_provider_canvas.canvas.hooks.sis import CanvasSisCalls
 from airflow_provider_canvas.canvas.hooks.sso import SsoReconciliation, sso_differences, validate_sso_settings
 from airflow_provider_canvas.common.net import error_message, is_throttled, redact_url
 from airflow_provider_canvas.common.transport import ApiRules
@@ -29,36 +30,6 @@ SCOPE_GET_SSO_SETTINGS = "url:GET|/api/v1/accounts/:account_id/sso_settings"
 SCOPE_PUT_SSO_SETTINGS = "url:PUT|/api/v1/accounts/:account_id/sso_settings"
 
 _PAGE_SIZE = 100
-_SIS_PREFIX = "sis_account_id:"
-
-
-def normalize_account_id(account_id: Any) -> int | str:
-    """A Canvas account id as the API takes it: an int, or ``sis_account_id:XYZ``.
-
-    Digit strings (what a Jinja template renders) become ints; anything else is refused before any
-    request, so a typo never reaches Canvas.
-    """
-    if isinstance(account_id, bool):  # bool is an int subclass; True is no account id
-        raise LmsConfigurationError(
-            f"account id must be a number or 'sis_account_id:...', got {account_id!r}"
-        )
-    if isinstance(account_id, int) and account_id > 0:
-        return account_id
-    if isinstance(account_id, str):
-        text = account_id.strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-        if text.startswith(_SIS_PREFIX) and text[len(_SIS_PREFIX) :].strip():
-            return text
-    raise LmsConfigurationError(
-        f"account id must be a positive number or 'sis_account_id:...', got {account_id!r}"
-    )
-
-
-def _account_path(account_id: int | str, suffix: str = "") -> str:
-    # SIS ids may hold spaces or other characters that must be escaped in a path segment.
-    segment = quote(str(normalize_account_id(account_id)), safe=":")
-    return f"/api/v1/accounts/{segment}{suffix}"
 
 
 class CanvasApiRules(ApiRules):
@@ -94,7 +65,7 @@ class CanvasApiRules(ApiRules):
         return f"user {body.get('name')!r}, id {body.get('id')}" if isinstance(body, dict) else "user unknown"
 
 
-class CanvasHook(LmsHook):
+class CanvasHook(CanvasSisCalls, LmsHook):
     """Talks to one Canvas instance through a ``canvas`` connection (see :class:`CanvasSettings`).
 
     host: the Canvas base URL; login/password: developer key ID and secret; extra: tokens
@@ -119,6 +90,10 @@ class CanvasHook(LmsHook):
     @property
     def whoami_path(self) -> str:
         return "/api/v1/users/self"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return self.settings.authorization_endpoint
 
     def authorization_params(self) -> dict[str, str]:
         # Shown beside the token in the user's Approved Integrations, so the person can tell it apart.
@@ -156,9 +131,16 @@ class CanvasHook(LmsHook):
     # API --------------------------------------------------------------------------------------
 
     def paginate(
-        self, path: str, params: Mapping[str, Any] | None = None, *, scope: str | None = None
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        scope: str | None = None,
+        root: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, page after page, following ``Link: rel="next"``.
+
+        ``root``: the key holding each page's list, for endpoints that wrap it (``sis_imports``).
 
         Memory stays at one page. Canvas may clamp ``per_page`` below what was asked for and
         may omit ``rel="last"``; neither matters here.
@@ -169,6 +151,8 @@ class CanvasHook(LmsHook):
         while url:
             response = self.request("GET", url, params=query, scope=scope)
             page = response.json()
+            if root is not None:
+                page = page.get(root) or [] if isinstance(page, dict) else []
             pages += 1
             items += len(page)
             if pages == 1 and response.links.get("next") and len(page) < _PAGE_SIZE:

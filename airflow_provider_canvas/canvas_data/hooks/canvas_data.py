@@ -8,29 +8,39 @@ docs/operators/canvas-data-2.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
-from pathlib import Path
-from typing import Any
+from os import PathLike
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 import requests
 
+from airflow_provider_canvas.brightspace.loading.pull_state import storage_root
 from airflow_provider_canvas.canvas_data.connection import DapSettings
 from airflow_provider_canvas.canvas_data.hooks.auth import DapLogin, DapTokenCache, token_minutes
 from airflow_provider_canvas.canvas_data.hooks.models import (
     JOB_CREATION_LIMIT,
+    JOB_CREATION_RATE,
+    THROTTLE_WINDOW_SECONDS,
     DapJob,
     dap_api_error,
 )
 from airflow_provider_canvas.canvas_data.hooks.objects import DapObjectDownloader, PulledObject
-from airflow_provider_canvas.common.connection import ConnectedHook
+from airflow_provider_canvas.canvas_data.hooks.pacing import JobCreationPacer
+from airflow_provider_canvas.common.api_hook import ApiHook
 from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, Transport
+from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
+    LmsConfigurationError,
     LmsError,
+    LmsNotFoundError,
     LmsThrottledError,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 
 class DapApiRules(ApiRules):
@@ -43,7 +53,7 @@ class DapApiRules(ApiRules):
         return dap_api_error(response, method, url)
 
 
-class CanvasDataHook(ConnectedHook):
+class CanvasDataHook(ApiHook):
     """Canvas Data 2 tables of one ``canvas_data`` connection (see :class:`DapSettings`).
 
     host: the DAP API URL (empty: ``https://api-gateway.instructure.com``); login/password: the DAP
@@ -57,6 +67,10 @@ class CanvasDataHook(ConnectedHook):
     :param max_retries: retries of connection errors, 5xx answers to reads and throttled requests.
     :param backoff_seconds: the first retry's wait, doubled for each further retry (with jitter).
     :param max_backoff_seconds: the longest wait between two retries.
+    :param throttle_window_seconds: how long a 429 without ``Retry-After`` waits before the retry
+        (DAP's limits count per minute: default 60).
+    :param job_creation_rate: (calls, seconds): job creations are paced to at most this many in
+        any such window (DAP publishes 5 per minute per client: default ``(5, 60.0)``).
     """
 
     conn_name_attr = "canvas_data_conn_id"
@@ -71,9 +85,17 @@ class CanvasDataHook(ConnectedHook):
 
     settings: DapSettings
 
-    @property
-    def base_url(self) -> str:
-        return self.settings.base_url
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        throttle_window_seconds: float = THROTTLE_WINDOW_SECONDS,
+        job_creation_rate: tuple[int, float] = JOB_CREATION_RATE,
+        **options: Any,
+    ) -> None:
+        super().__init__(conn_id, **options)
+        self.throttle_window_seconds = throttle_window_seconds
+        self.job_creation_rate = (int(job_creation_rate[0]), float(job_creation_rate[1]))
 
     @property
     def namespace(self) -> str:
@@ -83,7 +105,19 @@ class CanvasDataHook(ConnectedHook):
 
     @cached_property
     def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_retries, self.backoff_seconds, self.max_backoff_seconds, log=self.log)
+        # A 429 without Retry-After waits out DAP's window: backoff from 1 s would spend the
+        # retries inside the minute the limit counts.
+        return RetryPolicy(
+            self.max_retries,
+            self.backoff_seconds,
+            self.max_backoff_seconds,
+            throttle_seconds=self.throttle_window_seconds,
+            log=self.log,
+        )
+
+    @cached_property
+    def pacer(self) -> JobCreationPacer:
+        return JobCreationPacer(*self.job_creation_rate, log=self.log)
 
     @cached_property
     def login(self) -> DapLogin:
@@ -102,35 +136,6 @@ class CanvasDataHook(ConnectedHook):
     def tokens(self) -> DapTokenCache:
         return DapTokenCache(self.login)
 
-    @cached_property
-    def transport(self) -> Transport:
-        return Transport(
-            base_url=self.base_url,
-            tokens=self.tokens,
-            retry=self.retry,
-            timeout=self.timeout,
-            conn_label=self.conn_label,
-            rules=self.api_rules,
-            log=self.log,
-        )
-
-    @cached_property
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
-        return session
-
-    def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """See :meth:`Transport.request`; a refused JWT (401) buys one new login and one more try."""
-        return self.transport.request(method, path_or_url, **kwargs)
-
-    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
-        return self.transport.get_json(path_or_url, **kwargs)
-
     # The query API ----------------------------------------------------------------------------
 
     def _table_path(self, namespace: str | None, table: str = "") -> str:
@@ -139,14 +144,30 @@ class CanvasDataHook(ConnectedHook):
 
     def list_tables(self, namespace: str | None = None) -> list[str]:
         """The tables of ``namespace`` (DAP allows about 5 listings per minute: call it rarely)."""
-        return [str(t) for t in self.get_json(self._table_path(namespace)).get("tables", [])]
+        with self._unknown_as_configuration(namespace):
+            body = self.get_json(self._table_path(namespace))
+        return [str(t) for t in body.get("tables", [])]
 
     def get_schema(self, table: str, namespace: str | None = None) -> dict[str, Any]:
         """``{"schema": <JSON schema>, "version": N}`` exactly as DAP returns it."""
-        body = self.get_json(f"{self._table_path(namespace, table)}/schema")
+        with self._unknown_as_configuration(namespace, table):
+            body = self.get_json(f"{self._table_path(namespace, table)}/schema")
         if not isinstance(body, dict) or "schema" not in body or "version" not in body:
             raise LmsError(f"DAP's schema of {table} has no schema/version: {str(body)[:200]}")
         return dict(body)
+
+    @contextmanager
+    def _unknown_as_configuration(self, namespace: str | None, table: str = "") -> Iterator[None]:
+        """DAP's 404 for a namespace or table: a name to fix in the DAG or connection, not to retry."""
+        try:
+            yield
+        except LmsNotFoundError as err:
+            where = namespace or self.namespace
+            name = f"{where}.{table}" if table else f"namespace {where!r}"
+            raise LmsConfigurationError(
+                f"DAP has no {name} ({err}). Check the pull's tables= and namespace= (or the "
+                f"connection's namespace); tables='all' pulls what DAP lists"
+            ) from None
 
     def start_job(
         self,
@@ -159,30 +180,48 @@ class CanvasDataHook(ConnectedHook):
     ) -> DapJob:
         """Start a snapshot job (``since`` None) or an incremental one from ``since``; returns the job.
 
-        DAP allows job creation only about 5 times a minute per client: a throttled request waits
-        (``Retry-After``) and is sent again up to ``max_retries`` times, then this fails saying when
-        to try again. A throttled request was not taken, so sending it again creates no second job.
+        Job creations are paced under ``job_creation_rate`` (DAP: about 5 a minute per client). A
+        throttled request waits (``Retry-After``, else ``throttle_window_seconds``) and is sent again up
+        to ``max_retries`` times, then this fails saying when to try again. A throttled request was
+        not taken, so sending it again creates no second job. Raises
+        :class:`DapSnapshotRequiredError` when DAP refuses an incremental after reloading the table.
         """
         query: dict[str, Any] = {"format": format}
         if since:
             query["since"] = since
         if until:
             query["until"] = until
+        name = f"{namespace or self.namespace}.{table}"
         path = f"{self._table_path(namespace, table)}/data"
+        self.pacer.wait_for_slot(name)
         try:
-            body = self.request("POST", path, json=query).json()
+            with self._unknown_as_configuration(namespace, table):
+                body = self.request("POST", path, json=query).json()
         except LmsThrottledError as err:
-            wait = err.retry_after or 60.0
-            again = pendulum.now("UTC").add(seconds=int(wait) + 1).to_iso8601_string()
-            raise LmsThrottledError(
-                f"DAP kept refusing to create a job for {namespace or self.namespace}.{table}: job creation "
-                f"is limited to {JOB_CREATION_LIMIT}, and it was still throttled (HTTP 429) after "
-                f"{self.max_retries} retries. Try again after {again} (DAP's Retry-After: {wait:.0f}s), "
-                "or pull fewer tables per minute",
-                status=err.status,
-                url=err.url,
-            ) from None
+            raise self._still_throttled(name, err) from None
+        finally:
+            self.pacer.answered()
         return DapJob.from_json(body)
+
+    def _still_throttled(self, name: str, err: LmsThrottledError) -> LmsThrottledError:
+        """The error after the last retry: says what DAP said (or did not) and when to try again."""
+        said = err.retry_after is not None
+        wait = err.retry_after if err.retry_after is not None else self.throttle_window_seconds
+        again = pendulum.now("UTC").add(seconds=int(wait) + 1).to_iso8601_string()
+        heard = (
+            f"DAP's Retry-After: {wait:.0f}s"
+            if said
+            else f"DAP sent no Retry-After; each retry waited throttle_window_seconds={wait:.0f}s"
+        )
+        return LmsThrottledError(
+            f"DAP kept refusing to create a job for {name}: job creation is limited to "
+            f"{JOB_CREATION_LIMIT}, and it was still throttled (HTTP 429) after {self.max_retries} "
+            f"retries ({heard}). Another client with the same DAP credentials may be pulling. Try "
+            f"again after {again}, or lower job_creation_rate",
+            status=err.status,
+            url=err.url,
+            retry_after=err.retry_after,
+        )
 
     def get_job(self, job_id: str) -> DapJob:
         return DapJob.from_json(self.get_json(f"/dap/job/{job_id}"))
@@ -201,9 +240,12 @@ class CanvasDataHook(ConnectedHook):
         return {o: str(urls[o]["url"] if isinstance(urls[o], Mapping) else urls[o]) for o in object_ids}
 
     def download_objects(
-        self, job: DapJob, directory: str | Path, *, attempts: int = 5
+        self, job: DapJob, directory: str | PathLike[str] | ObjectStoragePath, *, attempts: int = 5
     ) -> list[PulledObject]:
-        """Every object of a complete job into ``directory``, each verified whole before its final name."""
+        """Every object of a complete job into ``directory``, each verified whole before its final name.
+
+        ``directory``: a local folder, or an ObjectStoragePath / URL (``s3://conn_id@bucket/...``).
+        """
         downloader = DapObjectDownloader(
             urls_for=self.object_urls,
             session=self.session,
@@ -213,7 +255,7 @@ class CanvasDataHook(ConnectedHook):
             retry=self.retry,
             log=self.log,
         )
-        return downloader.download(job, Path(directory), attempts=attempts)
+        return downloader.download(job, storage_root(directory), attempts=attempts)
 
     # The Test button --------------------------------------------------------------------------
 

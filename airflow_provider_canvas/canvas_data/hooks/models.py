@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from airflow_provider_canvas.common.net import redact_url
 from airflow_provider_canvas.exceptions import (
+    DapSnapshotRequiredError,
     LmsApiError,
     LmsAuthError,
     LmsNotFoundError,
@@ -27,6 +28,13 @@ LOGIN_PATH = "/ids/auth/login"
 EXPIRY_BUFFER_SECONDS = 300
 #: DAP's published limit on job creation (``POST .../data``) per client.
 JOB_CREATION_LIMIT = "about 5 per minute per client"
+#: DAP's published job-creation limit as (calls, window seconds): the pull paces itself under it.
+JOB_CREATION_RATE = (5, 60.0)
+#: How long a 429 without ``Retry-After`` waits: DAP's limits count per minute (the official client
+#: waits 30 s; a whole window is sure to free a slot).
+THROTTLE_WINDOW_SECONDS = 60.0
+#: The error ``type`` of DAP's 400 after Instructure reloaded a table.
+SNAPSHOT_REQUIRED = "SnapshotRequiredError"
 JobStatus = Literal["waiting", "running", "complete", "failed"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
 
@@ -67,6 +75,25 @@ def login_refused(status: int, said: str, where: str) -> LmsAuthError:
     )
 
 
+def _error_object(body: Any) -> dict[str, Any] | None:
+    """DAP's error object: ``{"error": {"type", "uuid", "message"}}``, or those keys at the top."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        return error
+    return body if isinstance(body.get("type"), str) else None
+
+
+def dap_error_type(response: Any) -> str | None:
+    """The ``type`` of DAP's error answer (e.g. ``SnapshotRequiredError``), None if there is none."""
+    try:
+        error = _error_object(response.json())
+    except ValueError:
+        return None
+    return str(error["type"]) if error and error.get("type") else None
+
+
 def dap_error_message(response: Any) -> str:
     """DAP's own words from an error answer (``{"error": {"type", "message", "uuid"}}``), no body echo."""
     try:
@@ -74,7 +101,7 @@ def dap_error_message(response: Any) -> str:
     except ValueError:
         reason = getattr(response, "reason", None) or getattr(response, "reason_phrase", "")
         return response.text.strip()[:300] or str(reason)
-    error = body.get("error") if isinstance(body, dict) else None
+    error = _error_object(body)
     if isinstance(error, dict):
         message = str(error.get("message") or error.get("type") or "no message")[:300]
         ident = ", ".join(str(error[k]) for k in ("type", "uuid") if error.get(k))
@@ -101,6 +128,8 @@ def dap_api_error(response: Any, method: str, url: str) -> LmsApiError:
         return LmsNotFoundError(f"{where}: not found ({said})", status=status, url=redact_url(url))
     if status >= 500:
         return LmsUnavailableError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
+    if status == 400 and dap_error_type(response) == SNAPSHOT_REQUIRED:
+        return DapSnapshotRequiredError(f"{where}: {said}", status=status, url=redact_url(url))
     return LmsApiError(f"{where}: HTTP {status} ({said})", status=status, url=redact_url(url))
 
 

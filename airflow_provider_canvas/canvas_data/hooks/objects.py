@@ -4,6 +4,8 @@ DAP serves each object as a gzip file behind a presigned URL on another host tha
 minutes. A URL that stops working (expired, refused) is replaced by asking DAP again for the
 objects still to fetch; a file appears under its final name only once it is complete and its gzip
 stream reads to the end with matching CRC and length, so anything found there later is whole.
+On object storage each file is verified in a local scratch folder first, then uploaded: the object
+appears only when its upload completes.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from airflow_provider_canvas.brightspace.loading.pull_state import copy_to_object_store
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob, object_file_name
 from airflow_provider_canvas.common.download import AuthorisedGet, StreamingDownload
 from airflow_provider_canvas.common.files import fsync_dir
@@ -25,7 +30,8 @@ from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import DapObjectError, DownloadError
 
 _CHUNK = 2**20
-#: How often the URLs of the objects left are asked for again after a download failed.
+#: How often in a row the URLs of the objects left are asked for again after a download failed. A
+#: saved object resets the count: a long job outlives many URL lifetimes and still makes progress.
 URL_REFRESHES = 3
 
 
@@ -39,15 +45,17 @@ class PulledObject:
     records: int
 
 
-def verify_gzip(path: Path) -> int:
-    """Read ``path`` to its end as gzip (Python checks each member's CRC-32 and length); count lines.
+def verify_gzip(path: Any) -> int:
+    """Read ``path`` (local or an ObjectStoragePath) to its end as gzip; count lines.
+
+    Python checks each gzip member's CRC-32 and length.
 
     Raises :class:`DapObjectError` when the file is cut short or corrupt.
     """
     records = 0
     last = b"\n"
     try:
-        with gzip.open(path, "rb") as stream:
+        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as stream:
             while chunk := stream.read(_CHUNK):
                 records += chunk.count(b"\n")
                 last = chunk[-1:]
@@ -94,8 +102,15 @@ class DapObjectDownloader:
             log=log,
         )
 
-    def download(self, job: DapJob, directory: Path, *, attempts: int = 5) -> list[PulledObject]:
-        directory.mkdir(parents=True, exist_ok=True)
+    def download(self, job: DapJob, directory: Any, *, attempts: int = 5) -> list[PulledObject]:
+        """Into ``directory``: a local ``Path``, or an ObjectStoragePath (each file staged locally first)."""
+        if isinstance(directory, Path):
+            directory.mkdir(parents=True, exist_ok=True)
+            return self._download(job, directory, directory, attempts)
+        with tempfile.TemporaryDirectory(prefix="dap-objects-") as scratch:
+            return self._download(job, directory, Path(scratch), attempts)
+
+    def _download(self, job: DapJob, directory: Any, scratch: Path, attempts: int) -> list[PulledObject]:
         names = unique_names(job.objects)
         pulled: dict[str, PulledObject] = {}
         for object_id, name in zip(job.objects, names, strict=True):
@@ -111,26 +126,31 @@ class DapObjectDownloader:
             len(pulled),
         )
         urls = self._urls_for(todo)
-        refreshes = 0
+        refreshes = in_a_row = 0
         for number, object_id in enumerate(todo, 1):
             name = names[job.objects.index(object_id)]
             while True:
                 try:
-                    pulled[object_id] = self._fetch(object_id, urls[object_id], directory, name, attempts)
+                    pulled[object_id] = self._fetch(object_id, urls[object_id], scratch, name, attempts)
+                    in_a_row = 0
                     break
                 except (DownloadError, DapObjectError) as err:
-                    if refreshes >= URL_REFRESHES:
+                    if in_a_row >= URL_REFRESHES:
                         raise DapObjectError(
                             f"job {job.id}: object {number} of {len(todo)} ({name}) could not be downloaded "
-                            f"after {refreshes} new URLs ({err}); the job's files already on disk are kept "
-                            "and the next run goes on from them"
+                            f"with {in_a_row} new URLs in a row ({err}); nothing was recorded: the next "
+                            "run of the pull starts a new job from the same watermark"
                         ) from None
                     refreshes += 1
+                    in_a_row += 1
                     left = todo[number - 1 :]
                     self.log.warning(
                         "%s: %s; asking DAP for new URLs of the %d object(s) left", name, err, len(left)
                     )
                     urls.update(self._urls_for(left))
+            if scratch != directory:  # verified locally: now the upload, which appears only whole
+                copy_to_object_store(scratch / name, directory / name)
+                (scratch / name).unlink()
             self.log.info(
                 "Job %s: object %d of %d saved (%s, %d records)",
                 job.id,
@@ -139,6 +159,8 @@ class DapObjectDownloader:
                 name,
                 pulled[object_id].records,
             )
+        if refreshes:
+            self.log.info("Job %s: %d new URL set(s) asked for in all", job.id, refreshes)
         return [pulled[o] for o in job.objects]
 
     def _fetch(self, object_id: str, url: str, directory: Path, name: str, attempts: int) -> PulledObject:

@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -41,7 +42,14 @@ from airflow_provider_canvas.canvas_data.loading.schema import (
     read_schema_file,
 )
 from airflow_provider_canvas.canvas_data.loading.sql import DapSql
-from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder, DapTableState
+from airflow_provider_canvas.canvas_data.loading.state import (
+    DapBatch,
+    DapTableFolder,
+    DapTableState,
+    force_snapshot_remedy,
+    job_of,
+    repull_remedy,
+)
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 
@@ -92,6 +100,16 @@ class DapTableLoader:
         except BaseException:
             self.conn.rollback()
             raise
+
+    def applied_jobs(self, target: str) -> frozenset[str]:
+        """The DAP job ids the ledger lists as loaded into ``schema.target`` (none if the table is gone)."""
+        self.ensure_ledger()
+        try:
+            with self.conn.cursor() as cur:
+                loaded = self.ledger.read(cur, target) if self.db.table_exists(cur, target) else None
+        finally:
+            self.conn.rollback()
+        return loaded.job_ids if loaded is not None else frozenset()
 
     def load(self, folder: DapTableFolder, target: str | None = None) -> DapLoadResult:
         """Apply the batches of ``folder`` not loaded yet to ``schema.target`` (default: DAP's name)."""
@@ -216,9 +234,10 @@ class DapTableLoader:
         snapshot: DapBatch | None,
         incrementals: Sequence[DapBatch],
     ) -> None:
+        table = name.split(".", 1)[1]
         if any(b.kind == "snapshot" for b in incrementals):
             raise DapDataError(
-                f"{name}: the pull state lists a snapshot after other batches; pull the table again"
+                f"{name}: the pull state lists a snapshot after other batches; {force_snapshot_remedy(table)}"
             )
         if snapshot is not None:
             return
@@ -226,13 +245,15 @@ class DapTableLoader:
         if loaded is None:
             raise DapDataError(
                 f"{name}: {qualified} does not exist and the first batch to load ({first.job_id}) is an "
-                "incremental: there is nothing to apply it to. Pull a snapshot of the table first"
+                f"incremental: there is nothing to apply it to. To start over: "
+                f"{force_snapshot_remedy(table)}"
             )
         since = pendulum.parse(first.since) if first.since else None
         if loaded.watermark is not None and (since is None or since > loaded.watermark):
             raise DapDataError(
                 f"{name}: incremental {first.job_id} starts at {first.since}, after {qualified}'s watermark "
-                f"{loaded.watermark.isoformat()}: the changes in between were never pulled. Pull a snapshot"
+                f"{loaded.watermark.isoformat()}: the changes in between were never pulled. To start over: "
+                f"{force_snapshot_remedy(table)}"
             )
 
     def _apply_schema_change(
@@ -251,10 +272,7 @@ class DapTableLoader:
             if snapshot is not None:  # the rows to make it again from are pulled already
                 remedy = f"and load again: snapshot {snapshot.job_id} makes it again"
             else:
-                remedy = (
-                    f"have the pull start again with a snapshot (move {folder.path / 'state.json'} "
-                    "away), pull, and load: the table is made again"
-                )
+                remedy = f"{force_snapshot_remedy(folder.table)}: the table is made again"
             raise DapSchemaChangeError(
                 f"{name}: schema version {schema.version} cannot be applied to {qualified} (made from "
                 f"version {loaded.schema_version}) by adding columns: {'; '.join(change.problems)}. "
@@ -284,7 +302,8 @@ class DapTableLoader:
         files = [path for batch in batches for path in folder.files_of(batch)]
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
-            raise DapDataError(f"{label}: pulled files are missing: {missing[:5]}; pull the table again")
+            jobs = [job_of(str(Path(p).relative_to(folder.path))) for p in missing]
+            raise DapDataError(f"{label}: pulled files are missing: {missing[:5]}; {repull_remedy(jobs)}")
         mode = "incremental" if staged and batches[0].kind == "incremental" else "snapshot"
         decoder = RecordDecoder(schema, with_deleted=staged)
         return RecordStream(decoder, files, mode=mode, label=label, base=folder.path)

@@ -105,10 +105,13 @@ class DapTableSchema:
         return json.dumps([c.to_dict() for c in self.columns])
 
 
-def read_schema_file(path: str | Path) -> DapTableSchema:
-    """Parse a ``schema-v<N>.json`` the pull wrote (DAP's answer to ``GET .../schema`` as it came)."""
+def read_schema_file(path: str | Path | Any) -> DapTableSchema:
+    """Parse a ``schema-v<N>.json`` the pull wrote (DAP's answer to ``GET .../schema`` as it came).
+
+    ``path`` may be an ObjectStoragePath (the pull's location on object storage).
+    """
     try:
-        document = json.loads(Path(path).read_text())
+        document = json.loads((Path(path) if isinstance(path, str) else path).read_text())
     except (OSError, ValueError) as exc:
         raise DapSchemaError(
             f"{path}: not a readable JSON schema file ({exc}); pull the table again"

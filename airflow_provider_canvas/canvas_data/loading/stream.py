@@ -8,6 +8,7 @@ out as one chunk, so memory does not grow with the file. PostgreSQL numbers the 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import queue
@@ -28,6 +29,7 @@ from airflow_provider_canvas.canvas_data.loading.records import (
     RecordDecoder,
     describe,
 )
+from airflow_provider_canvas.canvas_data.loading.state import job_of, repull_remedy
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +89,20 @@ def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_CHUNKS) -> Iterato
         thread.join()
 
 
-def _open(path: Path) -> Any:
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == _GZIP_MAGIC
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+@contextlib.contextmanager
+def _open(path: Any) -> Iterator[Any]:
+    """The decompressed bytes of a local file or an ObjectStoragePath (one open, no second request)."""
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        if not gzipped:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            yield stream
 
 
-def _blocks(path: Path) -> Iterator[tuple[bytes, list[bytes]]]:
+def _blocks(path: Any) -> Iterator[tuple[bytes, list[bytes]]]:
     """(data, its whole lines) of a gzip (or plain) JSON Lines file, a block at a time.
 
     ``data`` may end with the start of the next block's first line (read, not yet split off).
@@ -149,8 +158,10 @@ class RecordStream:
         self._gap = False
 
     def _name(self, path: Path) -> str:
-        if self.base is not None and path.is_relative_to(self.base):
-            return str(path.relative_to(self.base))
+        # By text: object-storage paths cannot be made relative (fsspec paths are absolute).
+        prefix = f"{str(self.base).rstrip('/')}/" if self.base is not None else None
+        if prefix is not None and str(path).startswith(prefix):
+            return str(path)[len(prefix) :]
         return str(path)
 
     def chunks(self) -> Iterator[bytes]:
@@ -187,7 +198,7 @@ class RecordStream:
             except (OSError, EOFError, zlib.error) as err:
                 raise DapDataError(
                     f"{self.label}: {name} is not a complete gzip JSON Lines file ({err}); "
-                    "pull the batch again"
+                    f"{repull_remedy([job_of(name)])}"
                 ) from None
             self.per_file[path] = (self.rows - rows_before, self.deletes - deletes_before)
         if self.skipped:

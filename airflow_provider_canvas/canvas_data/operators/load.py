@@ -6,13 +6,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_canvas.canvas_data.loading.load import DapLoadResult
 
@@ -40,18 +41,24 @@ class CanvasDataLoadOperator(BaseOperator):
 
     The table is an Asset (:func:`canvas_data_table_asset`) in ``outlets``; with a templated
     ``postgres_conn_id``, ``schema``, ``table`` or ``target_table`` it is added through an AssetAlias
-    at run time. Its event's extra says what the load did. OpenLineage (when its provider is
-    installed): the pulled files loaded as inputs, the table with its columns as the output.
+    at run time, as through an ``AssetAlias`` given as the only outlet (a load mapped over the
+    tables of ``CanvasDataPullOperator(tables="all")``). Its event's extra says what the load did.
+    OpenLineage (when its provider is installed): the pulled files loaded as inputs, the table
+    with its columns as the output.
 
     :param namespace: DAP namespace, e.g. ``canvas`` (templated).
     :param table: DAP table name, e.g. ``accounts`` (templated).
-    :param location: the pull's local folder (templated).
+    :param location: the pull's location: a local folder or an ObjectStoragePath / URL (templated).
     :param postgres_conn_id: a ``postgres`` connection (templated).
     :param schema: the PostgreSQL schema to load into, made if missing (templated).
     :param target_table: the table's name in PostgreSQL; default: DAP's table name (templated).
 
     Returns (XCom) the load's result: batches (job ids) loaded, records read, rows upserted and
     deleted, columns added, schema version, or ``skipped`` when there was nothing new.
+
+    The load registers what it has applied in ``<table>/_loads/<connection>.<schema>.<table>.json``
+    beside the pulled files, before loading and after: the pull removes only batches every
+    registered load has applied (:mod:`~airflow_provider_canvas.canvas_data.loading.retention`).
     """
 
     template_fields: Sequence[str] = (
@@ -68,7 +75,7 @@ class CanvasDataLoadOperator(BaseOperator):
         self,
         *,
         table: str,
-        location: str | os.PathLike[str],
+        location: str | os.PathLike[str] | ObjectStoragePath,
         postgres_conn_id: str,
         namespace: str = "canvas",
         schema: str = "canvas_data",
@@ -83,6 +90,9 @@ class CanvasDataLoadOperator(BaseOperator):
                 kwargs["outlets"] = [self.alias]
             else:
                 kwargs["outlets"] = [canvas_data_table_asset(*named)]
+        elif [type(o) for o in kwargs["outlets"]] == [AssetAlias]:
+            # Given one alias (a load mapped over tables known only at run time): events go through it.
+            self.alias = kwargs["outlets"][0]
         super().__init__(**kwargs)
         self.namespace = namespace
         self.table = table
@@ -96,6 +106,7 @@ class CanvasDataLoadOperator(BaseOperator):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
         from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
+        from airflow_provider_canvas.canvas_data.loading.retention import load_name, register_load
         from airflow_provider_canvas.common.airflow_access import get_connection
 
         folder = DapTableFolder(self.location, self.namespace, self.table)
@@ -103,11 +114,17 @@ class CanvasDataLoadOperator(BaseOperator):
         connection = get_connection(self.postgres_conn_id)
         hook = PostgresHook(postgres_conn_id=self.postgres_conn_id, connection=connection)
         self.log.info(
-            "Loading %s.%s from %s into %s.%s", self.namespace, self.table, folder.path, self.schema, target
+            "Loading %s.%s from %s into %s.%s", self.namespace, self.table, folder.uri, self.schema, target
         )
+        name = load_name(self.postgres_conn_id, self.schema, target)
         db = hook.get_conn()
         try:
-            result = DapTableLoader(db, self.schema).load(folder, target)
+            loader = DapTableLoader(db, self.schema)
+            # Registered first: a load that fails (even its first) holds back the removal of its batches.
+            applied = loader.applied_jobs(target)
+            register_load(folder, name, applied)
+            result = loader.load(folder, target)
+            register_load(folder, name, applied | set(result.batches))
         finally:
             db.close()
         self._remember_lineage(folder, result, connection)
@@ -169,5 +186,13 @@ class CanvasDataLoadOperator(BaseOperator):
             name=lineage["name"],
             facets={"schema": SchemaDatasetFacet(fields=fields)} if fields else {},
         )
-        inputs = [Dataset(namespace="file", name=Path(path).as_posix()) for path in lineage["files"]]
+        inputs = [Dataset(*_file_dataset(path)) for path in lineage["files"]]
         return OperatorLineage(inputs=inputs, outputs=[output])
+
+
+def _file_dataset(path: str) -> tuple[str, str]:
+    """OpenLineage's (namespace, name) of a pulled file: ``file`` and its path, or the bucket and key."""
+    if "://" not in path:
+        return "file", Path(path).as_posix()
+    parts = urlsplit(path)
+    return f"{parts.scheme}://{parts.hostname}", parts.path.lstrip("/")  # no connection id in it

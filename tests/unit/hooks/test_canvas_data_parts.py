@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -11,12 +12,20 @@ from airflow_provider_canvas.canvas_data.hooks.auth import DapTokenCache
 from airflow_provider_canvas.canvas_data.hooks.models import (
     DapAccessToken,
     DapJob,
+    dap_api_error,
     dap_error_message,
+    dap_error_type,
     object_file_name,
 )
 from airflow_provider_canvas.canvas_data.hooks.objects import unique_names, verify_gzip
+from airflow_provider_canvas.canvas_data.hooks.pacing import JobCreationPacer
 from airflow_provider_canvas.canvas_data.operators._tables import check_name, table_names
-from airflow_provider_canvas.exceptions import DapObjectError, LmsAuthError, LmsConfigurationError
+from airflow_provider_canvas.exceptions import (
+    DapObjectError,
+    DapSnapshotRequiredError,
+    LmsAuthError,
+    LmsConfigurationError,
+)
 
 
 def test_a_complete_incremental_job_round_trips_and_names_its_watermark():
@@ -104,3 +113,38 @@ def test_table_names_from_lists_and_rendered_templates_and_unsafe_names_refused(
             table_names(bad)
     with pytest.raises(Exception, match="cannot name a folder"):
         check_name("DAP job id", "../../x")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"type": "SnapshotRequiredError", "uuid": "u1", "message": "reload"}},
+        {"type": "SnapshotRequiredError", "uuid": "u1", "message": "reload"},  # the OpenAPI shape
+    ],
+)
+def test_a_snapshot_required_answer_is_its_own_error_in_either_body_shape(body):
+    answer = SimpleNamespace(status_code=400, json=lambda: body, text="", reason="Bad Request")
+    error = dap_api_error(answer, "POST", "https://dap.example/dap/query/canvas/table/users/data")
+
+    assert dap_error_type(answer) == "SnapshotRequiredError"
+    assert isinstance(error, DapSnapshotRequiredError) and "reload (SnapshotRequiredError, u1)" in str(error)
+    other = SimpleNamespace(status_code=400, json=lambda: {"type": "ValidationError"}, text="", reason="")
+    assert not isinstance(dap_api_error(other, "POST", "https://dap.example/x"), DapSnapshotRequiredError)
+
+
+def test_the_pacer_holds_the_sixth_creation_until_the_first_is_a_window_old_and_works_meanwhile():
+    waits: list[float] = []
+    idle: list[float] = []
+    pacer = JobCreationPacer(5, 60.0, log=logging.getLogger("test"), sleep=waits.append)
+    pacer.idle = idle.append
+    for _ in range(5):
+        pacer.wait_for_slot("t")
+        pacer.answered()
+    assert waits == [] and idle == []
+
+    pacer.wait_for_slot("t")
+
+    assert len(waits) == 1 and 59.0 < waits[0] <= 60.0  # the idle work took no time here
+    assert len(idle) == 1 and idle[0] > 0  # given the monotonic time the slot frees
+    with pytest.raises(ValueError, match="calls >= 1"):
+        JobCreationPacer(0, 60.0, log=logging.getLogger("test"))

@@ -10,8 +10,8 @@ import pendulum
 import pytest
 
 from airflow_provider_canvas.brightspace.triggers.ads import BrightspaceExportJobTrigger
+from airflow_provider_canvas.common import async_hook
 from airflow_provider_canvas.common.airflow_access import ConnectionFields
-from airflow_provider_canvas.hooks import brightspace_async
 
 
 class _Server:
@@ -68,7 +68,7 @@ def connection(monkeypatch) -> Callable[[str], None]:
             }
             return ConnectionFields(conn_id, "brightspace", url, "client", "secret", extra)
 
-        monkeypatch.setattr(brightspace_async.metadata, "aget_connection", aget_connection)
+        monkeypatch.setattr(async_hook.airflow_access, "aget_connection", aget_connection)
 
     return point_at
 
