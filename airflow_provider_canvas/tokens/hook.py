@@ -81,6 +81,7 @@ class LmsHook(ApiHook):
             ),
             rescue=RescueFile.for_connection(state_dir, self.conn_id),
             buffer_seconds=self.settings.expiry_buffer_seconds,
+            single_use=self.settings.single_use_refresh_tokens,
         )
 
     @cached_property

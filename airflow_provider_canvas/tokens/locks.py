@@ -1,4 +1,8 @@
-"""Locks that serialise the refresh of one connection: a file lock, a PostgreSQL advisory lock or Redis."""
+"""Locks that serialise the refresh of one connection: a file lock, a PostgreSQL advisory lock or Redis.
+
+Each yields what the holder may write while holding it: the durable copy in the lock backend
+(:mod:`.durable`), or None for the file lock.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_canvas.exceptions import LmsConfigurationError, TokenLockTimeout
+from airflow_provider_canvas.tokens.durable import DurableCopy, PostgresCopy, RedisCopy
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -28,8 +33,10 @@ _POLL_SECONDS = 0.05
 
 #: How long a Redis lock outlives its last extension. The holder extends it every third of this,
 #: so it is lost only if the holder cannot reach Redis (or is frozen) for this long; a holder that
-#: dies frees it after at most this long.
-REDIS_LOCK_TTL_SECONDS = 30.0
+#: dies frees it after at most this long. Short, because a holder that lost it cannot do harm: its
+#: writes to the durable copy are fenced, and the next holder never presents a refresh token that a
+#: holder announced and did not complete.
+REDIS_LOCK_TTL_SECONDS = 4.0
 #: Bounds every Redis call: connecting, and each reply (one retry, so at most about twice this).
 _REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
 #: The TLS options apache-airflow-providers-redis reads from a `redis` connection's extra.
@@ -45,7 +52,7 @@ _REDIS_SSL_OPTIONS = (
 
 def refresh_lock(
     lock_conn_id: str | None, conn_id: str, state_dir: str | Path, timeout: float
-) -> AbstractContextManager[None]:
+) -> AbstractContextManager[DurableCopy | None]:
     """The lock that serialises refreshes of ``conn_id``, chosen by the connection's ``lock_conn_id``."""
     if not lock_conn_id:
         return file_lock(state_dir, conn_id, timeout)
@@ -100,6 +107,22 @@ def file_lock(state_dir: str | Path, conn_id: str, timeout: float) -> Iterator[N
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def _durable(make: Callable[[], DurableCopy]) -> DurableCopy | None:
+    """The lock backend's durable copy, or None (said in the log every time) where it cannot be kept."""
+    try:
+        return make()
+    except LmsConfigurationError as err:
+        log.warning("No durable copy in the lock backend: %s. The Airflow Variable is the first copy.", err)
+    except Exception as err:  # e.g. no CREATE TABLE privilege: the lock still serialises refreshes
+        log.warning(
+            "No durable copy in the lock backend (%s: %s). The Airflow Variable is the first copy; "
+            "grant the lock connection's user CREATE on its schema (PostgreSQL) to have one.",
+            type(err).__name__,
+            err,
+        )
+    return None
+
+
 def advisory_lock_key(conn_id: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock, the same on every host."""
     digest = hashlib.sha256(f"airflow_provider_canvas:{conn_id}".encode()).digest()
@@ -107,7 +130,7 @@ def advisory_lock_key(conn_id: str) -> int:
 
 
 @contextmanager
-def postgres_lock(lock_conn: Connection, conn_id: str, timeout: float) -> Iterator[None]:
+def postgres_lock(lock_conn: Connection, conn_id: str, timeout: float) -> Iterator[DurableCopy | None]:
     """Correct across hosts: a session-level advisory lock, released if the holder dies."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -126,7 +149,7 @@ def postgres_lock(lock_conn: Connection, conn_id: str, timeout: float) -> Iterat
 
             _wait_for(try_acquire, timeout, f"the PostgreSQL advisory lock {key} on {lock_conn_id!r}")
             try:
-                yield
+                yield _durable(lambda: PostgresCopy(db, conn_id, repr(lock_conn_id)))
             finally:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
     finally:
@@ -234,7 +257,7 @@ class _LeaseKeeper:
 @contextmanager
 def redis_lock(
     lock_conn: Connection, conn_id: str, timeout: float, *, ttl: float = REDIS_LOCK_TTL_SECONDS
-) -> Iterator[None]:
+) -> Iterator[DurableCopy | None]:
     """Correct across hosts while the holder reaches Redis: a lease kept alive while held.
 
     redis-py's ``Lock`` does the owner-safe parts: ``SET key token NX PX ttl`` with our random
@@ -254,7 +277,7 @@ def redis_lock(
         _wait_for(lambda: lock.acquire(blocking=False, token=token), timeout, what)
         keeper = _LeaseKeeper(lock, what, acquired_at=time.monotonic())
         try:
-            yield
+            yield _durable(lambda: RedisCopy(client, conn_id, key, token, repr(lock_conn.conn_id)))
         finally:
             keeper.stop()
             try:

@@ -127,20 +127,25 @@ class OAuthClient:
                 client_secret=credentials.get("client_secret"),
                 **body_fields,
             )
-        response = self.retry.send(
-            lambda: self.session.post(
-                settings.token_url,
-                data=body,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                auth=auth,
-                timeout=self.timeout,
-            ),
-            method="POST",
-            url=settings.token_url,
-            repeatable=not single_use,
-            conn_label=self.conn_label,
-            may_have_landed=_MAY_HAVE_BEEN_USED[grant_type],
-        )
+        try:
+            response = self.retry.send(
+                lambda: self.session.post(
+                    settings.token_url,
+                    data=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    auth=auth,
+                    timeout=self.timeout,
+                ),
+                method="POST",
+                url=settings.token_url,
+                repeatable=not single_use,
+                conn_label=self.conn_label,
+                may_have_landed=_MAY_HAVE_BEEN_USED[grant_type],
+            )
+        except LmsUnavailableError as err:
+            # Sent and perhaps taken: the lifecycle then keeps its announcement, so nobody presents it again.
+            err.maybe_used = single_use and _MAY_HAVE_BEEN_USED[grant_type] in str(err)  # type: ignore[attr-defined]
+            raise
         return self._parse(response, f"POST {redact_url(settings.token_url)}", grant_type)
 
     def _parse(self, response: requests.Response, where: str, grant_type: str) -> dict[str, Any]:

@@ -1,73 +1,32 @@
-"""Where a connection's tokens are kept: its extra, and a central copy in an Airflow Variable.
+"""Where a connection's tokens are kept: its extra, a central record in an Airflow Variable, the lock backend.
 
-The Variable ``canvas_provider_tokens__<conn_id>`` is the durable copy every worker can read: new
-tokens go there the moment they arrive, before the connection is written, and :meth:`TokenStore.load`
-prefers them while they are newer than the connection's. It is written through the Execution API
-inside tasks and triggers (no extra credentials) and through the ORM elsewhere. It also remembers a
-refresh token the server refused as used, so that no worker presents it again.
+The Variable ``canvas_provider_tokens__<conn_id>`` is the central record every worker reads: written
+through the Execution API inside tasks and triggers (no extra credentials) and through the ORM
+elsewhere. Where the connection has a lock backend, the same record (encrypted) is kept there too,
+written first because it takes a millisecond; under the lock the newest generation of the three wins.
+The record also remembers a refresh token the server refused as used, and a refresh in flight.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import socket
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
-
-import pendulum
 
 from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.exceptions import MetadataWriteError
+from airflow_provider_canvas.tokens.durable import DurableCopy
 from airflow_provider_canvas.tokens.model import TokenSet, complete_extra
+from airflow_provider_canvas.tokens.record import (
+    Announcement,
+    CentralCopy,
+    fingerprint,
+    newest,
+    now,
+    worker_name,
+)
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(refresh_token: str | None) -> str | None:
-    """What the central copy keeps of a spent refresh token: enough to recognise it, useless to use."""
-    return hashlib.sha256(refresh_token.encode()).hexdigest()[:24] if refresh_token else None
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()} (pid {os.getpid()})"
-
-
-@dataclass(frozen=True)
-class CentralCopy:
-    """What the Variable holds: the newest tokens, who wrote them and when, and a spent refresh token."""
-
-    tokens: TokenSet
-    #: Fingerprint of the refresh token the connection held when these tokens were written. The copy
-    #: is ahead of the connection only while the connection still holds that one: a refresh token
-    #: pasted or authorized since, or a save that landed, makes the connection win again.
-    based_on: str | None = None
-    written_by: str | None = None
-    written_at: str | None = None
-    spent: str | None = None  # fingerprint of a refresh token the server refused as used
-    spent_by: str | None = None
-    spent_at: str | None = None
-
-    @classmethod
-    def parse(cls, value: str, platform: str) -> CentralCopy:
-        record = json.loads(value)
-        names = ("based_on", "written_by", "written_at", "spent", "spent_by", "spent_at")
-        return cls(TokenSet.from_extra(record, platform), **{name: record.get(name) for name in names})
-
-    def is_ahead_of(self, connection: TokenSet) -> bool:
-        """Whether these tokens replace the connection's (its save failed, or its writer died)."""
-        if self.based_on is not None and self.based_on != fingerprint(connection.refresh_token):
-            return False
-        return self.tokens.is_newer_than(connection)
-
-    def dump(self) -> str:
-        record = {**self.tokens.to_extra(), "based_on": self.based_on}
-        record |= {"written_by": self.written_by, "written_at": self.written_at}
-        if self.spent:
-            record |= {"spent": self.spent, "spent_by": self.spent_by, "spent_at": self.spent_at}
-        return json.dumps(record)
 
 
 class TokenStore:
@@ -81,8 +40,10 @@ class TokenStore:
         self.conn_id = conn_id
         self.platform = platform
         self.variable_key = f"canvas_provider_tokens__{conn_id}"
-        #: The central copy as the last :meth:`load` found it.
+        #: The newest central record as the last :meth:`load` found it, and each store's own.
         self.central: CentralCopy | None = None
+        self.durable_record: CentralCopy | None = None
+        self.variable_record: CentralCopy | None = None
         #: True when the last :meth:`load` found newer tokens in the central copy than in the connection.
         self.connection_behind = False
         self._connection_tokens = TokenSet()
@@ -103,47 +64,89 @@ class TokenStore:
     def load_connection(self) -> Any:
         return metadata.get_connection(self.conn_id)
 
-    def load(self) -> TokenSet:
-        """The newest tokens: the connection's, or the central copy's when those are newer."""
+    def load(self, durable: DurableCopy | None = None) -> TokenSet:
+        """The newest tokens: the connection's, or the central record's when those are newer.
+
+        ``durable``: the lock backend's copy, read too (under the lock); it wins a tie with the Variable.
+        """
         tokens = TokenSet.from_extra(self.load_connection().extra_dejson, self.platform)
         self._connection_tokens = tokens
-        self.central = self.load_central()
+        self.durable_record = self._read_durable(durable) if durable is not None else None
+        self.variable_record = self.load_central()
+        self.central = newest(self.durable_record, self.variable_record)
         self.connection_behind = self.central is not None and self.central.is_ahead_of(tokens)
         return self.central.tokens if self.connection_behind and self.central else tokens
 
     def load_central(self) -> CentralCopy | None:
         value = metadata.get_variable(self.variable_key)
-        return CentralCopy.parse(value, self.platform) if value else None
+        where = f"the Airflow Variable {self.variable_key!r}"
+        return CentralCopy.parse(value, self.platform, where) if value else None
+
+    def _read_durable(self, durable: DurableCopy) -> CentralCopy | None:
+        try:
+            value = durable.read()
+        except Exception as err:  # e.g. another Fernet key: the Variable still serves
+            log.error("Could not read %s (%s: %s).", durable.name, type(err).__name__, err)
+            return None
+        return CentralCopy.parse(value, self.platform, durable.name) if value else None
+
+    @property
+    def connection_tokens(self) -> TokenSet:
+        """What the connection held at the last :meth:`load`."""
+        return self._connection_tokens
+
+    @property
+    def connection_fingerprint(self) -> str | None:
+        return fingerprint(self._connection_tokens.refresh_token)
+
+    def next_record(self, tokens: TokenSet, presented: TokenSet) -> CentralCopy:
+        """The next generation after ``presented`` (a spent refresh token stays recorded)."""
+        return (self.central or CentralCopy(TokenSet())).after(tokens, presented)
+
+    def write_durable(self, durable: DurableCopy, record: CentralCopy) -> None:
+        """Write ``record`` to the lock backend (raises if it cannot)."""
+        durable.write(record.dump())
+        self.durable_record = replace(record, source=durable.name)
+        self.central = self.durable_record
+
+    def write_variable(self, record: CentralCopy) -> None:
+        """Write ``record`` to the Variable every worker reads (raises if it cannot)."""
+        metadata.set_variable(self.variable_key, record.dump())
+        self.variable_record = replace(record, source=f"the Airflow Variable {self.variable_key!r}")
+        self.central = newest(self.durable_record, self.variable_record)
 
     def keep_central(self, tokens: TokenSet) -> None:
-        """Write the durable copy every worker reads back; raises if the Variable cannot be written."""
-        self._write_central(
-            replace(
-                self.central or CentralCopy(TokenSet()),  # a spent refresh token stays recorded
-                tokens=tokens,
-                based_on=fingerprint(self._connection_tokens.refresh_token),
-                written_by=worker_name(),
-                written_at=pendulum.now("UTC").to_iso8601_string(),
-            )
-        )
+        """Write ``tokens`` as the next generation to the Variable (a shadowed connection's save)."""
+        self.write_variable(self.next_record(tokens, self._connection_tokens))
 
-    def mark_spent(self, refresh_token: str | None) -> None:
-        """Remember in the central copy that the server refused this refresh token as used."""
-        self._write_central(
-            replace(
-                self.load_central() or CentralCopy(TokenSet()),
-                spent=fingerprint(refresh_token),
-                spent_by=worker_name(),
-                spent_at=pendulum.now("UTC").to_iso8601_string(),
-            )
-        )
+    def announce(self, durable: DurableCopy | None, presenting: TokenSet, rescue: str) -> None:
+        """Record centrally that this worker is about to present ``presenting``'s refresh token."""
+        announcement = Announcement.mine(presenting.refresh_token, rescue)
+        record = replace(self.central or CentralCopy(TokenSet()), announce=announcement)
+        self._write_first(durable, record)
 
-    def _write_central(self, copy: CentralCopy) -> None:
-        metadata.set_variable(self.variable_key, copy.dump())
-        self.central = copy
+    def withdraw(self, durable: DurableCopy | None) -> None:
+        """The refresh failed and this worker says so: its announcement is no longer a warning."""
+        if self.central is not None and self.central.announce is not None:
+            self._write_first(durable, replace(self.central, announce=None))
+
+    def mark_spent(self, durable: DurableCopy | None, refresh_token: str | None) -> None:
+        """Remember centrally that the server refused this refresh token as used."""
+        base = self.central or self.load_central() or CentralCopy(TokenSet())
+        spent = fingerprint(refresh_token)
+        record = replace(base, spent=spent, spent_by=worker_name(), spent_at=now(), announce=None)
+        self._write_first(durable, record)
+        if durable is not None:
+            self.write_variable(record)
+
+    def _write_first(self, durable: DurableCopy | None, record: CentralCopy) -> None:
+        if durable is not None:
+            self.write_durable(durable, record)
+        else:
+            self.write_variable(record)
 
     def is_spent(self, refresh_token: str | None) -> bool:
-        """Whether the last load's central copy says this refresh token was already refused as used."""
+        """Whether the last load's central record says this refresh token was already refused as used."""
         return bool(self.central and self.central.spent and self.central.spent == fingerprint(refresh_token))
 
     def save(self, tokens: TokenSet) -> None:

@@ -147,7 +147,10 @@ def test_revoked_refresh_token_says_authorize_again_and_is_never_presented_again
 
     # Every later worker fails at once: the refused token is not presented again (no storm).
     for _ in range(3):
-        with pytest.raises(LmsAuthError, match=r"was already refused as used by .+ at ") as again:
+        with pytest.raises(
+            LmsAuthError,
+            match=r"was already refused as used \(the server refused it when worker .+ presented it at ",
+        ) as again:
             BrightspaceHook(conn_id).whoami()
         assert f"canvas-oauth authorize {conn_id}" in str(again.value)
     assert emulator.consumed_presentations("brightspace") == 1
@@ -283,7 +286,16 @@ def test_with_neither_connection_nor_variable_writable_the_rescue_file_keeps_the
     mocker.patch.object(
         metadata, "write_connection_extra", side_effect=metadata.MetadataWriteError("API down")
     )
-    mocker.patch.object(metadata, "set_variable", side_effect=RuntimeError("Execution API down"))
+    set_variable = metadata.set_variable
+    calls: list[str] = []
+
+    def announce_then_fail(key: str, value: str) -> None:
+        calls.append(key)
+        if len(calls) > 1:  # the announcement before the refresh lands; the Execution API then goes down
+            raise RuntimeError("Execution API down")
+        set_variable(key, value)
+
+    mocker.patch.object(metadata, "set_variable", side_effect=announce_then_fail)
 
     with pytest.raises(TokenSaveError) as raised:
         BrightspaceHook(conn_id).whoami()
@@ -300,6 +312,21 @@ def test_with_neither_connection_nor_variable_writable_the_rescue_file_keeps_the
     assert stored_extra(conn_id)["refresh_token"] == live
     assert not rescue.exists()
     assert emulator.refresh_count("brightspace") == 1
+    assert emulator.consumed_presentations("brightspace") == 0
+
+
+def test_a_refresh_that_cannot_be_announced_is_not_attempted(emulator, lms_connection, mocker):
+    conn_id = lms_connection("brightspace", expired=True)
+    before = stored_extra(conn_id)["refresh_token"]
+    mocker.patch.object(metadata, "set_variable", side_effect=RuntimeError("Execution API down"))
+
+    with pytest.raises(metadata.MetadataWriteError, match=r"could not be announced .+ tokens are intact"):
+        BrightspaceHook(conn_id).whoami()
+    assert emulator.refresh_count("brightspace") == 0  # nothing presented: the chain is intact
+
+    mocker.stopall()
+    BrightspaceHook(conn_id).whoami()
+    assert stored_extra(conn_id)["refresh_token"] != before
     assert emulator.consumed_presentations("brightspace") == 0
 
 

@@ -34,14 +34,21 @@ class _Store:
         self.saved: TokenSet | None = None
         self.kept: TokenSet | None = None
 
-    def load(self) -> TokenSet:
+    def load(self, durable: object = None) -> TokenSet:
         self.events.append("load")
         return self.saved or TokenSet()
+
+    @property
+    def connection_tokens(self) -> TokenSet:
+        return self.saved or TokenSet()
+
+    def next_record(self, tokens: TokenSet, presented: TokenSet) -> TokenSet:
+        return tokens
 
     def is_spent(self, refresh_token: str | None) -> bool:
         return False
 
-    def keep_central(self, tokens: TokenSet) -> None:
+    def write_variable(self, tokens: TokenSet) -> None:
         self.events.append("central copy")
         if self.fail:
             raise OSError("metadata database down")
