@@ -154,7 +154,7 @@ class RedisCopy(DurableCopy):
 
     def _get(self) -> str | None:
         raw = self._client.get(self._key)
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return raw.decode() if isinstance(raw, bytes) else None if raw is None else str(raw)
 
     def _put(self, value: str) -> None:
         if not self._client.eval(_FENCED_SET, 2, self._lock_key, self._key, self._token, value):

@@ -398,7 +398,7 @@ class TokenLifecycle:
         )
         if variable_ok and not durable_ok:
             self._durable_now(received)
-        if durable_ok and self._single_use and tokens.refresh_token:
+        if durable is not None and durable_ok and self._single_use and tokens.refresh_token:
             self._claim(durable, tokens)
         central_ok = durable_ok or variable_ok
         if self.store.writable:
