@@ -9,25 +9,18 @@ from typing import Any
 import pendulum
 from pendulum import DateTime
 
+# extra_value stays importable from here (0.1 and the CLI import it from this module).
+from airflow_provider_canvas.common.connection import MASKED, extra_value
+
 #: The keys of a connection's extra that hold token state, written by the hook.
 TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
 #: Extra keys renamed since 0.1.0: ``token_url`` made Airflow's form show and save ``***``.
 RENAMED_KEYS = {"token_url": "oauth_url"}
-#: What Airflow's form saved under 0.1.0 in place of the masked ``token_url`` default: means "the default".
-MASKED = "***"
 
 
 def is_token_key(key: str) -> bool:
     """True for an extra key holding token state, legacy ``extra__<platform>__<name>`` names included."""
     return any(key == name or key.endswith(f"__{name}") for name in TOKEN_KEYS)
-
-
-def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
-    """A field of the connection extra, accepting the legacy ``extra__<platform>__<name>`` key."""
-    value = extra.get(name)
-    if value in (None, ""):
-        value = extra.get(f"extra__{platform}__{name}")
-    return None if value == "" else value
 
 
 def complete_extra(conn_type: str, extra: Mapping[str, Any]) -> dict[str, Any]:

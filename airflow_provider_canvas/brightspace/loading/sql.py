@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_canvas.brightspace.loading.extract import ExtractCsv
+from airflow_provider_canvas.common.sql import sql_module, sqlstate
 from airflow_provider_canvas.exceptions import ExtractFormatError
 
 DELETED_COLUMN = "IsDeleted"
@@ -14,20 +15,11 @@ _DELETED_VALUES = ("true", "1", "t", "yes")
 _COPY_CHUNK_CHARS = 2**17
 
 
-def sqlstate(err: BaseException) -> str:
-    """The PostgreSQL error code of a psycopg 3 or psycopg2 error ("" for other errors)."""
-    return str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
-
-
 class Sql:
     """Statements for one schema, built with the connection's driver (``psycopg.sql`` or ``psycopg2.sql``)."""
 
     def __init__(self, connection: Any, schema: str) -> None:
-        if type(connection).__module__.startswith("psycopg2"):
-            from psycopg2 import sql
-        else:
-            from psycopg import sql
-        self.sql = sql
+        self.sql = sql_module(connection)
         self.conn = connection
         self.schema = schema
 

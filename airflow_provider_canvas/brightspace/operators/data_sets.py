@@ -32,12 +32,12 @@ from airflow_provider_canvas.brightspace.loading.pull_state import (
     DataSetFolder,
     FullPolicy,
     PulledExtract,
-    location_uri,
     plan_load,
     plan_pull,
 )
 from airflow_provider_canvas.brightspace.loading.pulled_check import file_problem, merge_plans, recheck_pulled
 from airflow_provider_canvas.brightspace.operators.ads import BrightspaceAdvancedDataSetOperator
+from airflow_provider_canvas.common.locations import location_uri
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ from typing import Any
 
 import pendulum
 
-from airflow_provider_canvas.brightspace.loading.sql import sqlstate
 from airflow_provider_canvas.canvas_data.loading.ledger import (
     BatchCounts,
     DapLedger,
@@ -43,6 +42,7 @@ from airflow_provider_canvas.canvas_data.loading.schema import (
 from airflow_provider_canvas.canvas_data.loading.sql import DapSql
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder, DapTableState
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream
+from airflow_provider_canvas.common.sql import sqlstate
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
 
 log = logging.getLogger(__name__)

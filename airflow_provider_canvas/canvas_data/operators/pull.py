@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.configuration import conf
 
-from airflow_provider_canvas.brightspace.loading.pull_state import location_uri
 from airflow_provider_canvas.canvas_data.hooks.canvas_data import CanvasDataHook
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob
 from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
@@ -23,6 +22,7 @@ from airflow_provider_canvas.canvas_data.operators._tables import (
     table_lock,
     table_names,
 )
+from airflow_provider_canvas.common.locations import location_uri
 from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import DapJobError, LmsError
 
