@@ -32,9 +32,8 @@ from airflow_provider_canvas.canvas_data.loading.ledger import (
     LoadedTable,
     advisory_key,
 )
-from airflow_provider_canvas.canvas_data.loading.records import DapDataError, RecordDecoder
+from airflow_provider_canvas.canvas_data.loading.records import RecordDecoder
 from airflow_provider_canvas.canvas_data.loading.schema import (
-    DapSchemaChangeError,
     DapTableSchema,
     compare,
     read_schema_file,
@@ -43,7 +42,12 @@ from airflow_provider_canvas.canvas_data.loading.sql import DapSql
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder, DapTableState
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream
 from airflow_provider_canvas.common.sql import sqlstate
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
+from airflow_provider_canvas.exceptions import (
+    DapDataError,
+    DapSchemaChangeError,
+    LmsConfigurationError,
+    LmsError,
+)
 
 log = logging.getLogger(__name__)
 
