@@ -18,7 +18,7 @@ import requests
 from airflow_provider_canvas.common import airflow_access
 from airflow_provider_canvas.common.connection import ConnectedHook
 from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, BearerAuth, Transport
+from airflow_provider_canvas.common.transport import ApiRules, BearerAuth, Transport, json_session
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.tokens.diagnostics import (
     AccessTokenCheck,
@@ -95,6 +95,7 @@ class LmsHook(ConnectedHook):
     @cached_property
     def transport(self) -> Transport:
         return Transport(
+            session=self.session,
             base_url=self.base_url,
             tokens=self.tokens,
             retry=self.retry,
@@ -125,9 +126,7 @@ class LmsHook(ConnectedHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
-        return session
+        return json_session()
 
     def close(self) -> None:
         if "session" in self.__dict__:
@@ -147,8 +146,7 @@ class LmsHook(ConnectedHook):
         host goes without it. Plain requests: no retries, throttling or error mapping, which
         :meth:`request` adds. The caller closes the session.
         """
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
+        session = json_session()
         session.auth = BearerAuth(self.tokens, self.base_url)
         return session
 

@@ -26,7 +26,7 @@ from airflow_provider_canvas.canvas_data.hooks.models import (
 from airflow_provider_canvas.canvas_data.hooks.objects import DapObjectDownloader, PulledObject
 from airflow_provider_canvas.common.connection import ConnectedHook
 from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, Transport
+from airflow_provider_canvas.common.transport import ApiRules, Transport, json_session
 from airflow_provider_canvas.exceptions import (
     LmsError,
     LmsThrottledError,
@@ -105,6 +105,7 @@ class CanvasDataHook(ConnectedHook):
     @cached_property
     def transport(self) -> Transport:
         return Transport(
+            session=self.session,
             base_url=self.base_url,
             tokens=self.tokens,
             retry=self.retry,
@@ -116,9 +117,7 @@ class CanvasDataHook(ConnectedHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
-        return session
+        return json_session()
 
     def close(self) -> None:
         if "session" in self.__dict__:
