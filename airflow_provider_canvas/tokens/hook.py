@@ -17,8 +17,7 @@ import requests
 
 from airflow_provider_canvas.common import airflow_access
 from airflow_provider_canvas.common.connection import ConnectedHook
-from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, BearerAuth, Transport, json_session
+from airflow_provider_canvas.common.transport import BearerAuth, json_session
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.tokens.diagnostics import (
     AccessTokenCheck,
@@ -46,8 +45,6 @@ class LmsHook(ConnectedHook):
     """
 
     settings_class: ClassVar[type[LmsSettings]]
-    #: The API's answers: refusals, pacing, what a dead token looks like.
-    api_rules: ClassVar[ApiRules] = ApiRules()
     settings: LmsSettings
 
     @property
@@ -63,10 +60,6 @@ class LmsHook(ConnectedHook):
         return self.settings.extras.get(name, default)
 
     # Composition ------------------------------------------------------------------------------
-
-    @cached_property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_retries, self.backoff_seconds, self.max_backoff_seconds, log=self.log)
 
     @cached_property
     def oauth_client(self) -> OAuthClient:
@@ -93,19 +86,6 @@ class LmsHook(ConnectedHook):
         )
 
     @cached_property
-    def transport(self) -> Transport:
-        return Transport(
-            session=self.session,
-            base_url=self.base_url,
-            tokens=self.tokens,
-            retry=self.retry,
-            timeout=self.timeout,
-            conn_label=self.conn_label,
-            rules=self.api_rules,
-            log=self.log,
-        )
-
-    @cached_property
     def checks(self) -> AccessTokenChecks:
         return AccessTokenChecks(
             session=self.session,
@@ -123,21 +103,6 @@ class LmsHook(ConnectedHook):
         raise NotImplementedError
 
     # Requests ---------------------------------------------------------------------------------
-
-    @cached_property
-    def session(self) -> requests.Session:
-        return json_session()
-
-    def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """See :meth:`Transport.request`: an authorised request, retried as the policy says."""
-        return self.transport.request(method, path_or_url, **kwargs)
-
-    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
-        return self.transport.get_json(path_or_url, **kwargs)
 
     def get_conn(self) -> requests.Session:
         """A ``requests.Session`` that sends this connection's access token to its host.

@@ -26,7 +26,7 @@ from airflow_provider_canvas.canvas_data.hooks.models import (
 from airflow_provider_canvas.canvas_data.hooks.objects import DapObjectDownloader, PulledObject
 from airflow_provider_canvas.common.connection import ConnectedHook
 from airflow_provider_canvas.common.retry import RetryPolicy
-from airflow_provider_canvas.common.transport import ApiRules, Transport, json_session
+from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
     LmsError,
     LmsThrottledError,
@@ -82,10 +82,6 @@ class CanvasDataHook(ConnectedHook):
     # Composition ------------------------------------------------------------------------------
 
     @cached_property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_retries, self.backoff_seconds, self.max_backoff_seconds, log=self.log)
-
-    @cached_property
     def login(self) -> DapLogin:
         settings = self.settings
         return DapLogin(
@@ -101,34 +97,6 @@ class CanvasDataHook(ConnectedHook):
     @cached_property
     def tokens(self) -> DapTokenCache:
         return DapTokenCache(self.login)
-
-    @cached_property
-    def transport(self) -> Transport:
-        return Transport(
-            session=self.session,
-            base_url=self.base_url,
-            tokens=self.tokens,
-            retry=self.retry,
-            timeout=self.timeout,
-            conn_label=self.conn_label,
-            rules=self.api_rules,
-            log=self.log,
-        )
-
-    @cached_property
-    def session(self) -> requests.Session:
-        return json_session()
-
-    def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """See :meth:`Transport.request`; a refused JWT (401) buys one new login and one more try."""
-        return self.transport.request(method, path_or_url, **kwargs)
-
-    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
-        return self.transport.get_json(path_or_url, **kwargs)
 
     # The query API ----------------------------------------------------------------------------
 
