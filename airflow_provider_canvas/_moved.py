@@ -23,7 +23,7 @@ MOVED = {
     "net": "common.net",
     "files": "common.files",
     "tokens.metadata": "common.airflow_access",
-    "hooks.connection_checks": "common.connection_checks",
+    "hooks.connection_checks": "common.connection",
     "hooks.connected": "common.connection",
     "hooks.async_base": "common.async_hook",
     "hooks.transport": "common.transport",

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-from airflow_provider_canvas.common.connection import Extras
-from airflow_provider_canvas.common.connection_checks import check_base_url
+from airflow_provider_canvas.common.connection import plain_extras
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.get_provider_info import extra_defaults
 from airflow_provider_canvas.tokens.settings import LmsSettings
@@ -29,8 +28,13 @@ DATASETS_API_MIN_LP_VERSION = (1, 43)
 
 
 def stored_token_url(extra: Mapping[str, Any]) -> str:
-    """The token endpoint a connection's extra names (``oauth_url``, or 0.1's ``token_url``), else D2L's."""
-    return str(Extras(extra, "brightspace").first(*TOKEN_URL_KEYS, default=DEFAULT_TOKEN_URL))
+    """The token endpoint a connection's extra names (``oauth_url``, or 0.1.0's ``token_url``), else D2L's."""
+    return token_url_of(plain_extras(extra, "brightspace"))
+
+
+def token_url_of(extras: Mapping[str, Any]) -> str:
+    """The token endpoint named by folded extras (see ``plain_extras``): ``***`` already means unset."""
+    return str(extras.get(TOKEN_URL_KEY) or extras.get(LEGACY_TOKEN_URL_KEY) or DEFAULT_TOKEN_URL)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class BrightspaceSettings(LmsSettings):
     server_name = "D2L Brightspace"
     client_auth = "basic"
     single_use_refresh_tokens = True
+    url_fields = {
+        "base_url": ("the host", example_host),
+        # Checked as it will be used: the default when 0.1.0's form saved ``***``.
+        "token_url": ("the token URL (oauth_url)", DEFAULT_TOKEN_URL),
+    }
 
     lp_version: str
     #: ``datasets`` (ObjectListPage listing) or ``dataExport`` (the older BrightspaceDataSets one).
@@ -49,14 +58,9 @@ class BrightspaceSettings(LmsSettings):
     authorization_endpoint: str
 
     @classmethod
-    def parse(cls, conn: Any, extras: Extras, conn_label: str) -> BrightspaceSettings:
+    def parse(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> BrightspaceSettings:
         fields = cls.common_fields(conn, extras, conn_label)
-        # Checked as it will be used: a legacy ``token_url`` that the 0.1.0 form saved as ``***`` is refused.
-        token_url = check_base_url(
-            f"the token URL (oauth_url) of {conn_label}",
-            stored_token_url(conn.extra_dejson or {}),
-            DEFAULT_TOKEN_URL,
-        )
+        token_url = token_url_of(extras)
         lp_version = str(extras.get("lp_version", DEFAULT_LP_VERSION))
         return cls(
             token_url=token_url,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_canvas.common.connection import Extras
 from airflow_provider_canvas.tokens.settings import LmsSettings
 
 
@@ -19,9 +19,10 @@ class CanvasSettings(LmsSettings):
     client_auth = "body"
     # Canvas refresh tokens do not rotate: a retried refresh cannot lose one.
     single_use_refresh_tokens = False
+    url_fields = {"base_url": ("the host", example_host)}
 
     @classmethod
-    def parse(cls, conn: Any, extras: Extras, conn_label: str) -> CanvasSettings:
+    def parse(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> CanvasSettings:
         fields = cls.common_fields(conn, extras, conn_label)
         return cls(token_url=f"{fields['base_url']}/login/oauth2/token", refresh_scope=None, **fields)
 

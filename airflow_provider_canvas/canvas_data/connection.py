@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow_provider_canvas.canvas_data.hooks.models import DEFAULT_API_URL, DEFAULT_NAMESPACE
-from airflow_provider_canvas.common.connection import Extras
-from airflow_provider_canvas.common.connection_checks import check_base_url
 
 
 @dataclass(frozen=True)
@@ -15,18 +14,19 @@ class DapSettings:
     """host: the DAP API URL (empty: Instructure's gateway); login/password: the DAP client ID and
     secret from identity.instructure.com; extra ``namespace`` (default ``canvas``)."""
 
+    url_fields: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "base_url": ("the API URL (host)", DEFAULT_API_URL)
+    }
+
     base_url: str
     client_id: str
     client_secret: str = field(repr=False)
     namespace: str
 
     @classmethod
-    def parse(cls, conn: Any, extras: Extras, conn_label: str) -> DapSettings:
-        base_url = DEFAULT_API_URL
-        if conn.host:
-            base_url = check_base_url(f"the API URL (host) of {conn_label}", conn.host, DEFAULT_API_URL)
+    def parse(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> DapSettings:
         return cls(
-            base_url=base_url,
+            base_url=conn.host or DEFAULT_API_URL,
             client_id=conn.login,
             client_secret=conn.password,
             namespace=str(extras.get("namespace", DEFAULT_NAMESPACE)),

@@ -20,7 +20,7 @@ from airflow_provider_canvas.cli.authorize_settings import Settings
 from airflow_provider_canvas.cli.redirect_listener import RedirectListener
 from airflow_provider_canvas.cli.scopes import brightspace_covers
 from airflow_provider_canvas.common import airflow_access as metadata
-from airflow_provider_canvas.common.connection_checks import is_loopback
+from airflow_provider_canvas.common.connection import is_loopback
 from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
 from airflow_provider_canvas.tokens.hook import LmsHook
 from airflow_provider_canvas.tokens.model import TokenSet, is_token_key

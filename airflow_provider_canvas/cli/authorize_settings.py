@@ -23,7 +23,7 @@ from airflow_provider_canvas.brightspace.connection import (
 from airflow_provider_canvas.cli import HOOK_CLASSES
 from airflow_provider_canvas.cli.scopes import report_for
 from airflow_provider_canvas.common import airflow_access as metadata
-from airflow_provider_canvas.common.connection_checks import check_base_url, is_loopback, parse_scopes
+from airflow_provider_canvas.common.connection import check_base_url, is_loopback, parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.tokens.model import extra_value, is_token_key
 

@@ -15,7 +15,7 @@ from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook
 from airflow_provider_canvas.cli import HOOK_CLASSES
 from airflow_provider_canvas.cli.scopes import brightspace_covers, report_for
 from airflow_provider_canvas.common import airflow_access as metadata
-from airflow_provider_canvas.common.connection_checks import parse_scopes
+from airflow_provider_canvas.common.connection import parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.tokens.diagnostics import AccessTokenCheck
 from airflow_provider_canvas.tokens.model import TokenSet

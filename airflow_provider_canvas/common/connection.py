@@ -2,17 +2,23 @@
 
 Every hook of this provider derives from :class:`ConnectedHook` and names a ``settings_class``: a
 frozen dataclass of its product (``canvas/connection.py``, ...) that turns the stored fields into
-what requests need (URLs, scopes, the token endpoint), refusing what a person mistyped. The sync
-hook and the triggerer's async hook parse the same way. A hook's one HTTP session, retry policy and
+what requests need (URLs, scopes, the token endpoint). What a person types is checked here (base
+URLs and scope strings, also for ``canvas-oauth``), so a typo is refused before any request leaves,
+with a message that says what to type instead. The sync hook and the triggerer's async hook parse
+the same way. A hook's one HTTP session, retry policy and
 :class:`~airflow_provider_canvas.common.transport.Transport` are built here too, from the settings
 and the subclass's ``tokens``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -37,31 +43,26 @@ def extra_value(extra: Mapping[str, Any], platform: str, name: str) -> Any:
     return None if value == "" else value
 
 
-class Extras:
-    """A connection's extra as the settings read it: legacy ``extra__<type>__`` names, "" as unset."""
-
-    def __init__(self, extra: Mapping[str, Any], conn_type: str) -> None:
-        self._extra = extra
-        self._conn_type = conn_type
-
-    def get(self, name: str, default: Any = None) -> Any:
-        value = extra_value(self._extra, self._conn_type, name)
-        return default if value is None else value
-
-    def first(self, *names: str, default: Any = None) -> Any:
-        """The first of ``names`` that holds a value (``***`` counts as none), else ``default``."""
-        for name in names:
-            value = extra_value(self._extra, self._conn_type, name)
-            if value is not None and value != MASKED:
-                return value
-        return default
+def plain_extras(extra: Mapping[str, Any], conn_type: str) -> dict[str, Any]:
+    """A connection's extra as settings read it: legacy ``extra__<type>__<name>`` keys under their
+    plain names (a plain key wins), and no unset values: "" and ``***`` (a masked default) mean unset."""
+    plain: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = key.removeprefix(f"extra__{conn_type}__")
+        if value in (None, "", MASKED) or (name != key and name in extra and extra[name] not in ("", None)):
+            continue
+        plain[name] = value
+    return plain
 
 
 Settings = TypeVar("Settings", covariant=True)
 
 
 class SettingsClass(Protocol[Settings]):
-    def parse(self, conn: Any, extras: Extras, conn_label: str) -> Settings: ...
+    #: The URL fields of the settings: name -> (what it is called in messages, an example).
+    url_fields: ClassVar[Mapping[str, tuple[str, str]]]
+
+    def parse(self, conn: Any, extras: Mapping[str, Any], conn_label: str) -> Settings: ...
 
 
 class ConnectedHook(BaseHook):
@@ -196,10 +197,67 @@ def parse_connection(hook: type[ConnectedHook], conn: Any, conn_label: str) -> A
         )
     if not conn.login or not conn.password:
         raise LmsConfigurationError(f"{conn_label} needs {hook.credentials_hint}")
-    return hook.settings_class.parse(conn, Extras(conn.extra_dejson or {}, hook.conn_type), conn_label)
+    settings_class = hook.settings_class
+    settings = settings_class.parse(conn, plain_extras(conn.extra_dejson or {}, hook.conn_type), conn_label)
+    urls = {
+        name: check_base_url(f"{what} of {conn_label}", getattr(settings, name), example)
+        for name, (what, example) in settings_class.url_fields.items()
+    }
+    return dataclasses.replace(settings, **urls)
 
 
 def _mask_password(conn: Any) -> None:
     from airflow.sdk.log import mask_secret
 
     mask_secret(conn.password)
+
+
+CANVAS_SCOPE = re.compile(r"url:(GET|POST|PUT|PATCH|DELETE)\|/[^\s|,]+")
+BRIGHTSPACE_SCOPE = re.compile(r"[a-z0-9_-]+:[a-z0-9_*-]+:[a-z0-9_*-]+", re.IGNORECASE)
+SCOPE_FORMS = {
+    "canvas": "url:VERB|/path, e.g. url:GET|/api/v1/accounts/:id",
+    "brightspace": "group:resource:action, e.g. datahub:dataexports:read",
+}
+
+
+def is_loopback(hostname: str | None) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ``::1``: traffic that never leaves the machine."""
+    if not hostname:
+        return False
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(what: str, url: object, example: str) -> str:
+    """``url`` without a trailing slash, refused unless https (or http to this machine).
+
+    A client secret and refresh tokens sent over plain http to another host travel in clear.
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise LmsConfigurationError(f"{what} must be a URL with its scheme, e.g. {example} (got {url!r})")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise LmsConfigurationError(
+            f"{what} must use https: type {'https' + text[len('http') :]!r} instead of {text!r}. Over "
+            "http the client secret and tokens would travel in clear (http is accepted only for "
+            "localhost and 127.0.0.1, e.g. the emulator)."
+        )
+    return text.rstrip("/")
+
+
+def parse_scopes(platform: str, values: Iterable[object]) -> list[str]:
+    """Scopes from arguments or a connection (space-separated allowed), checked, duplicates dropped."""
+    scopes = list(dict.fromkeys(part for value in values for part in str(value).split()))
+    pattern = CANVAS_SCOPE if platform == "canvas" else BRIGHTSPACE_SCOPE
+    malformed = [scope for scope in scopes if not pattern.fullmatch(scope)]
+    if malformed:
+        raise LmsConfigurationError(
+            f"not {platform} scope(s): {', '.join(repr(s) for s in malformed)}. A {platform} scope has "
+            f"the form {SCOPE_FORMS[platform]}; separate several with spaces (no commas)."
+        )
+    return scopes

@@ -92,8 +92,13 @@ class StreamingDownload:
         attempts: int = 5,
         progress_every_bytes: int = 64 * _MiB,
         check_zip: bool = False,
+        check_member: Callable[[str, str], None] | None = None,
     ) -> DownloadedFile:
-        """Download ``url`` to ``destination``; ``size_name`` says where ``expected_size`` came from."""
+        """Download ``url`` to ``destination``; ``size_name`` says where ``expected_size`` came from.
+
+        ``check_member(member, label)`` (with ``check_zip``) judges the ZIP member's name and raises to
+        refuse the file: nothing is then kept.
+        """
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         part = destination.with_name(f".{destination.name}.part")
@@ -164,6 +169,8 @@ class StreamingDownload:
                 )
             if check is not None:
                 checked = self._verify(check, part, destination)
+                if check_member is not None:
+                    self._check_member(check_member, checked.member, where, destination)
             os.replace(part, destination)
             fsync_dir(destination.parent)
         except BaseException:
@@ -197,6 +204,17 @@ class StreamingDownload:
             " (read again from disk: the layout cannot be checked as a stream)" if checked.reread else "",
         )
         return checked
+
+    @staticmethod
+    def _check_member(
+        check_member: Callable[[str, str], None], member: str, where: str, destination: Path
+    ) -> None:
+        try:
+            check_member(member, where)
+        except ExtractFormatError as err:
+            raise ExtractFormatError(
+                f"{err}. Nothing was kept under {destination.name} and nothing recorded."
+            ) from None
 
     def _open(
         self, url: str, offset: int, storage_url: str | None, scope: str | None

@@ -106,8 +106,11 @@ class RetryPolicy:
                     ) from None
                 self.wait(self.backoff(attempt), f"{where}: {type(err).__name__}")
                 continue
-            transient = self.throttled(response) or (repeatable and response.status_code >= 500)
-            if not transient or attempt > self.max_retries:
+            throttled = self.throttled(response)
+            if not (throttled or (repeatable and response.status_code >= 500)) or attempt > self.max_retries:
                 return response
             response.close()
-            self.wait(self.delay(response, attempt), f"{where}: HTTP {response.status_code}")
+            why = (
+                f"throttled (HTTP {response.status_code})" if throttled else f": HTTP {response.status_code}"
+            )
+            self.wait(self.delay(response, attempt), f"{where}{' ' if throttled else ''}{why}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import requests
@@ -147,14 +148,15 @@ class Transport:
         while True:
             access_token = self.tokens.access_token()
             response = self.retry.send(
-                lambda token=access_token: self.session.request(  # type: ignore[misc]
+                partial(
+                    self.session.request,
                     method,
                     url,
                     params=params,
                     data=data,
                     json=json,
                     stream=stream,
-                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                    headers={**(headers or {}), "Authorization": f"Bearer {access_token}"},
                     timeout=self.timeout,
                 ),
                 method=method,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_canvas.brightspace.loading.catalogue import CATALOGUE, TEXT, column_types_for
 from airflow_provider_canvas.testing.bds_files import (
     ZipSource,
     byte_range,
@@ -14,6 +16,7 @@ from airflow_provider_canvas.testing.bds_files import (
 )
 from airflow_provider_canvas.testing.bds_legacy import iso, legacy_entry
 from airflow_provider_canvas.testing.bds_models import BdsDataSet, BdsExtract
+from airflow_provider_canvas.testing.bds_plugins import published_ids
 from airflow_provider_canvas.testing.brightspace_oauth import AccessToken, BrightspaceOAuth
 from airflow_provider_canvas.testing.primitives import (
     EmulatorHost,
@@ -51,7 +54,7 @@ class BdsApi(BrightspaceOAuth):
     def add_data_set(
         self,
         name: str,
-        columns: list[str],
+        columns: list[str] | None = None,
         rows: list[dict[str, Any]] | None = None,
         *,
         rows_count: int | None = None,
@@ -61,19 +64,40 @@ class BdsApi(BrightspaceOAuth):
         description: str = "",
         version: str = "1.0",
         created: datetime | None = None,
+        types: Mapping[str, str] | None = None,
     ) -> BdsDataSet:
-        """Register a data set; with `rows` or `rows_count` it also gets a Full extract created now."""
-        data_set = BdsDataSet(
-            name=name,
-            columns=list(columns),
-            schema_id=schema_id or str(uuid.uuid5(NAMESPACE, f"schema:{name}")),
-            full_plugin_id=plugin_id or str(uuid.uuid5(NAMESPACE, f"plugin:{name}:Full")),
-            differential_plugin_id=differential_plugin_id
-            or str(uuid.uuid5(NAMESPACE, f"plugin:{name}:Diff")),
-            description=description or f"The {name} data set",
-            version=version,
-        )
+        """Register a data set; with `rows` or `rows_count` it also gets a Full extract created now.
+
+        IDs default to the ones D2L publishes (:mod:`.bds_plugins`), else to generated ones. Generated
+        values fit the catalogue's documented types, then `types` (column -> PostgreSQL type). Without
+        `columns` a catalogued data set takes the catalogue's: its keys, then its typed columns, every
+        column not typed there being text.
+        """
+        if columns is None:
+            columns, catalogued = catalogue_columns(name)
+            types = {**catalogued, **(types or {})}
+        published = published_ids(name)
         with self._lock:
+            taken = {i for ds in self.data_sets.values() if ds.name != name for i in _ids(ds)}
+
+            def pick(given: str | None, known: str | None, key: str) -> str:
+                # A published ID serves one data set here ("Org Units" and its long name share theirs).
+                if given:
+                    return given
+                return known if known and known not in taken else str(uuid.uuid5(NAMESPACE, key))
+
+            data_set = BdsDataSet(
+                name=name,
+                columns=list(columns),
+                schema_id=pick(schema_id, published and published.schema, f"schema:{name}"),
+                full_plugin_id=pick(plugin_id, published and published.full, f"plugin:{name}:Full"),
+                differential_plugin_id=pick(
+                    differential_plugin_id, published and published.differential, f"plugin:{name}:Diff"
+                ),
+                description=description or f"The {name} data set",
+                version=version,
+                types={**column_types_for(name), **(types or {})},
+            )
             self.data_sets[name] = data_set
         if rows is not None or rows_count is not None:
             self.add_extract(name, "Full", created, rows, rows_count=rows_count)
@@ -110,7 +134,9 @@ class BdsApi(BrightspaceOAuth):
                 raise ValueError(f"unknown data set {name!r}")
             cols = list(columns or data_set.columns)
             member = f"{name.replace(' ', '')}.csv"
-            source = make_source(member, cols, rows, rows_count, row_id_start, created, zip_members)
+            source = make_source(
+                member, cols, rows, rows_count, row_id_start, created, zip_members, data_set.types
+            )
             self._extract_seq += 1
             extract = BdsExtract(
                 self._extract_seq, data_set, bds_type, created, cols, version or data_set.version, source
@@ -315,6 +341,20 @@ class BdsApi(BrightspaceOAuth):
         response = self._file_response(source, filename, 206, start, stop)
         response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{source.size}"
         return response
+
+
+def _ids(data_set: BdsDataSet) -> tuple[str, str, str]:
+    return data_set.schema_id, data_set.full_plugin_id, data_set.differential_plugin_id
+
+
+def catalogue_columns(name: str) -> tuple[list[str], dict[str, str]]:
+    """A catalogued data set's columns (keys first, then its typed columns) and their types, text
+    where the catalogue types none; :class:`ValueError` for a data set the catalogue does not know."""
+    schema = CATALOGUE.get(name)
+    if schema is None:
+        raise ValueError(f"data set {name!r} is not in the catalogue: give its columns")
+    columns = list(dict.fromkeys([*schema.keys, *schema.columns]))
+    return columns, {column: schema.columns.get(column, TEXT) for column in columns}
 
 
 def _filename(extract: BdsExtract) -> str:

@@ -10,10 +10,11 @@ import struct
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_provider_canvas.testing.bds_values import row_template
 from airflow_provider_canvas.testing.primitives import Response
 
 
@@ -69,7 +70,13 @@ class GeneratedZip(ZipSource):
     _HIGH = "\x00" * 8
 
     def __init__(
-        self, member: str, columns: list[str], rows_count: int, id_start: int, created: datetime
+        self,
+        member: str,
+        columns: list[str],
+        rows_count: int,
+        id_start: int,
+        created: datetime,
+        types: Mapping[str, str] | None = None,
     ) -> None:
         for column in columns:
             if any(ch in column for ch in ',"\r\n\x00'):
@@ -77,12 +84,12 @@ class GeneratedZip(ZipSource):
         if id_start < 0 or id_start + rows_count >= 10**12:
             raise ValueError("generated row ids must fit in 12 digits")
         self._header = (",".join(columns) + "\r\n").encode("utf-8")
-        cells = [_generated_cell(column, index) for index, column in enumerate(columns)]
-        self._template = ",".join(cells) + "\r\n"  # every id is 12 digits: fixed-width rows
+        # Every id is 12 digits and every other part of a cell is fixed: fixed-width rows.
+        self._template = row_template(columns, types or {}, created)
         self._block_template: bytes | None = None
         self._id_start = id_start
         self._rows_count = rows_count
-        self._row_len = len(self._template.format("0" * 12).encode("utf-8"))
+        self._row_len = len(self._template.format("0" * 12, "0000").encode("utf-8"))
         self._csv_len = len(self._header) + rows_count * self._row_len
         if self._csv_len >= 0xFFFFFFFF:
             raise ValueError("generated extracts are limited to 4 GiB (no ZIP64)")
@@ -97,7 +104,8 @@ class GeneratedZip(ZipSource):
     def _row_chunks(self, first_row: int, end_row: int) -> Iterator[bytes]:
         """CSV bytes of rows [first_row, end_row), one chunk per block of ids."""
         if self._block_template is None:
-            rows = (self._template.format(f"{self._HIGH}{low:04d}") for low in range(self._BLOCK))
+            lows = (f"{low:04d}" for low in range(self._BLOCK))
+            rows = (self._template.format(f"{self._HIGH}{low}", low) for low in lows)
             self._block_template = "".join(rows).encode("utf-8")
         first_id, end_id = self._id_start + first_row, self._id_start + end_row
         for block in range(first_id // self._BLOCK, (end_id - 1) // self._BLOCK + 1):
@@ -163,28 +171,6 @@ class GeneratedZip(ZipSource):
             offset += length
 
 
-#: Every generated timestamp: ISO 8601 UTC with 7 fractional digits, as Brightspace writes them.
-GENERATED_TIMESTAMP = "2026-11-01T12:00:00.0000000Z"
-
-
-def _generated_cell(column: str, index: int) -> str:
-    """The format of one generated cell; by BDS naming habits, values fit the documented types.
-
-    The first column and ``...Id`` columns hold the row's 12-digit id (fits integer and text),
-    ``Is...`` flags ``True`` (``IsDeleted``: ``False``), ``...Date``/``...Accessed`` a timestamp, and
-    other columns ``<name>-<id>`` (text).
-    """
-    if index == 0 or column.endswith("Id"):
-        return "{0}"
-    if column == "IsDeleted":
-        return "False"
-    if column.startswith("Is") and column[2:3].isupper():
-        return "True"
-    if column.endswith(("Date", "Accessed")):
-        return GENERATED_TIMESTAMP
-    return column.replace("{", "{{").replace("}", "}}") + "-{0}"
-
-
 def _dos_datetime(moment: datetime) -> tuple[int, int]:
     moment = max(moment, datetime(1980, 1, 1, tzinfo=timezone.utc))
     dos_time = moment.hour << 11 | moment.minute << 5 | moment.second // 2
@@ -221,12 +207,14 @@ def make_source(
     row_id_start: int,
     created: datetime,
     zip_members: list[tuple[str, bytes | str]] | None,
+    types: Mapping[str, str] | None = None,
 ) -> ZipSource:
-    """A served file: `zip_members` verbatim, else `rows_count` generated rows, else `rows` as one CSV."""
+    """A served file: `zip_members` verbatim, else `rows_count` generated rows (of `types`, column ->
+    PostgreSQL type), else `rows` as one CSV."""
     if zip_members is not None:
         return BytesSource(build_zip(zip_members, created))
     if rows_count is not None:
-        return GeneratedZip(member, columns, rows_count, row_id_start, created)
+        return GeneratedZip(member, columns, rows_count, row_id_start, created, types)
     return BytesSource(build_zip([(member, csv_bytes(columns, rows or []))], created))
 
 

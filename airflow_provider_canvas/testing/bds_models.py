@@ -17,6 +17,8 @@ class BdsDataSet:
     differential_plugin_id: str
     description: str = ""
     version: str = "1.0"
+    #: Column -> PostgreSQL type of generated values (the catalogue's, then the caller's); others by name.
+    types: dict[str, str] = field(default_factory=dict)
     extracts: list[BdsExtract] = field(default_factory=list, repr=False)
 
 

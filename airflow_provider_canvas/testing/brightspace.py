@@ -159,7 +159,7 @@ class BrightspaceEmulator(AdsApi):
         for spec in seed.get("data_sets", []):
             self.add_data_set(
                 spec["name"],
-                spec["columns"],
+                spec.get("columns"),  # none: the catalogue's
                 spec.get("rows"),
                 rows_count=spec.get("rows_count"),
                 schema_id=spec.get("schema_id"),
@@ -167,6 +167,7 @@ class BrightspaceEmulator(AdsApi):
                 description=spec.get("description", ""),
                 version=spec.get("version", "1.0"),
                 created=now - timedelta(days=float(spec.get("days_ago", 0))),
+                types=spec.get("types"),
             )
             for ext in spec.get("extracts", []):
                 created = (

@@ -159,7 +159,7 @@ class LmsHook(ConnectedHook):
     @property
     def authorization_endpoint(self) -> str:
         """Where a person consents (OAuth2 authorization endpoint)."""
-        return str(self.settings.authorization_endpoint)  # type: ignore[attr-defined]
+        raise NotImplementedError
 
     def authorization_params(self) -> dict[str, str]:
         """Platform-specific parameters of the authorization URL."""

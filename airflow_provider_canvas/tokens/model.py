@@ -9,8 +9,8 @@ from typing import Any
 import pendulum
 from pendulum import DateTime
 
-# extra_value stays importable from here (0.1 and the CLI import it from this module).
-from airflow_provider_canvas.common.connection import MASKED, extra_value
+from airflow_provider_canvas.common.connection import MASKED as MASKED
+from airflow_provider_canvas.common.connection import extra_value as extra_value
 
 #: The keys of a connection's extra that hold token state, written by the hook.
 TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from airflow_provider_canvas.common.connection import Extras
-from airflow_provider_canvas.common.connection_checks import check_base_url, parse_scopes
+from airflow_provider_canvas.common.connection import parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 from airflow_provider_canvas.tokens.oauth_client import OAuthSettings
 
@@ -24,12 +24,13 @@ class LmsSettings(OAuthSettings):
     expiry_buffer_seconds: int
     lock_conn_id: str | None
     redirect_uri: str | None
-    extras: Extras
+    #: The connection's extra, legacy key names folded (see ``plain_extras``).
+    extras: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def common_fields(cls, conn: Any, extras: Extras, conn_label: str) -> dict[str, Any]:
-        """The shared fields, checked: the host, the scopes; what a product's ``parse`` starts from."""
-        base_url = check_base_url(f"the host of {conn_label}", conn.host, cls.example_host)
+    def common_fields(cls, conn: Any, extras: Mapping[str, Any], conn_label: str) -> dict[str, Any]:
+        """The shared fields (the scopes checked); what a product's ``parse`` starts from."""
+        base_url = conn.host.strip().rstrip("/") if isinstance(conn.host, str) else conn.host
         scopes = extras.get("scopes")
         if scopes:
             try:

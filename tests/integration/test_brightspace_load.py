@@ -146,7 +146,9 @@ def test_a_newer_full_replaces_every_row_and_says_so(loader, schema, tmp_path):
     assert len(rows_of(schema)) == 500
 
 
-def test_new_column_is_added_and_removed_column_kept_with_nulls(loader, schema, tmp_path, caplog):
+def test_new_column_is_added_and_a_differential_without_a_column_leaves_it_alone(
+    loader, schema, tmp_path, caplog
+):
     load_full(loader, tmp_path, n=100)
     with_email = write_zip(
         tmp_path / "v2.zip", [user(i, Email=f"u{i}@x.edu") for i in (1, 2, 500)], columns=[*COLUMNS, "Email"]
@@ -160,19 +162,34 @@ def test_new_column_is_added_and_removed_column_kept_with_nulls(loader, schema, 
 
     without_org_id = write_zip(
         tmp_path / "v3.zip",
-        [{"UserId": "2", "UserName": "two", "IsDeleted": "False", "Email": "two@x.edu"}],
+        [
+            {"UserId": "2", "UserName": "two", "IsDeleted": "False", "Email": "two@x.edu"},
+            {"UserId": "600", "UserName": "new", "IsDeleted": "False", "Email": "new@x.edu"},
+        ],
         columns=["UserId", "UserName", "IsDeleted", "Email"],
     )
     with caplog.at_level(logging.WARNING, logger="airflow_provider_canvas.brightspace.loading.postgres"):
         result = loader.load(
-            without_org_id, "users", ["UserId"], extract_id="d2", created_at=T0 + timedelta(days=2)
-        )
+            without_org_id, "users", ["UserId"], extract_id="d2", bds_type="Differential",
+            created_at=T0 + timedelta(days=2),
+        )  # fmt: skip
 
-    assert result.missing_columns == ["OrgDefinedId"]
-    assert "OrgDefinedId" in caplog.text and "stay in the table" in caplog.text
+    assert result.missing_columns == ["OrgDefinedId"] and result.rows_upserted == 2
+    assert "OrgDefinedId" in caplog.text and "unchanged on the rows it updates" in caplog.text
     rows = rows_of(schema)
-    assert rows["2"]["OrgDefinedId"] is None and rows["2"]["UserName"] == "two"
-    assert rows["3"]["OrgDefinedId"] == "S00003"
+    # An upsert changes only the columns it carries: row 2 keeps the OrgDefinedId it had.
+    assert rows["2"]["OrgDefinedId"] == "S00002" and rows["2"]["UserName"] == "two"
+    assert rows["2"]["Email"] == "two@x.edu" and rows["3"]["OrgDefinedId"] == "S00003"
+    assert rows["600"]["OrgDefinedId"] is None and rows["600"]["UserName"] == "new"  # new: nothing to keep
+
+    # A full stands for the whole data set: merged or replaced, the column it lacks is emptied.
+    only = {"UserId": "2", "UserName": "2", "IsDeleted": "False", "Email": ""}
+    full = write_zip(tmp_path / "v4.zip", [only], columns=list(only))
+    loader.load(
+        full, "users", ["UserId"], extract_id="f2", bds_type="Full", created_at=T0 + timedelta(days=3),
+        full_extracts="merge",
+    )  # fmt: skip
+    assert [(r["UserId"], r["OrgDefinedId"]) for r in rows_of(schema).values()] == [("2", None)]
 
 
 def test_deleted_rows_can_be_kept_with_their_flag(loader, schema, tmp_path):

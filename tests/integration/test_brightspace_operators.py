@@ -26,6 +26,7 @@ from airflow_provider_canvas.exceptions import (
     DifferentialGapError,
     DownloadError,
     ExportJobError,
+    ExtractFormatError,
     LmsError,
 )
 from airflow_provider_canvas.testing.primitives import utcnow
@@ -232,6 +233,25 @@ def test_truncated_download_fails_with_nothing_half_written(emulator, seeded, co
         pull_op(conns, tmp_path, data_sets=["Org Units"], download_attempts=1).execute({})
 
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_zip_of_another_data_set_is_refused_at_the_pull(emulator, seeded, conns, tmp_path):
+    pull_op(conns, tmp_path, data_sets=["Org Units"]).execute({})
+    manifest = (tmp_path / "org_units" / "manifest.json").read_text()
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    # A listing entry whose file is another data set's: right size, sound ZIP, wrong CSV inside.
+    emulator.brightspace.add_extract(
+        "Org Units", "Differential", utcnow(), zip_members=[("Users.csv", "UserId\r\n1\r\n")]
+    )
+
+    with pytest.raises(ExtractFormatError) as raised:
+        pull_op(conns, tmp_path, data_sets=["Org Units"], download_attempts=1).execute({})
+
+    message = str(raised.value)
+    assert "the ZIP holds 'Users.csv', but an extract of data set 'Org Units' holds" in message
+    assert "OrganizationalUnits.csv" in message and "Nothing was kept" in message
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == files  # no file, no .part
+    assert (tmp_path / "org_units" / "manifest.json").read_text() == manifest  # no manifest entry
 
 
 def first_event(trigger: BrightspaceExportJobTrigger):

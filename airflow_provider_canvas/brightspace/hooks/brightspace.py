@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
+from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 import requests
@@ -17,11 +18,13 @@ from airflow_provider_canvas.brightspace.hooks.models import (
     BdsDataSet,
     BdsExtract,
 )
+from airflow_provider_canvas.brightspace.loading.catalogue import names_of
 from airflow_provider_canvas.common.download import DownloadedFile, StreamingDownload
 from airflow_provider_canvas.common.net import redact_url
 from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
     ExportJobError,
+    ExtractFormatError,
     LmsNotFoundError,
 )
 from airflow_provider_canvas.tokens.hook import LmsHook
@@ -95,6 +98,10 @@ class BrightspaceHook(LmsHook):
         return self.settings.refresh_scope
 
     @property
+    def authorization_endpoint(self) -> str:
+        return self.settings.authorization_endpoint
+
+    @property
     def whoami_path(self) -> str:
         return self.lp_path("users/whoami")
 
@@ -138,15 +145,20 @@ class BrightspaceHook(LmsHook):
     def download_extract(
         self, extract: BdsExtract, destination: str | os.PathLike[str], **options: Any
     ) -> DownloadedFile:
-        """Download an extract to ``destination``: of size ``DownloadSize``, one ZIP member, CRC checked."""
+        """Download an extract to ``destination``: of size ``DownloadSize``, one ZIP member named after
+        the data set, CRC checked."""
         return self.download(
             extract.download_link,
             destination,
             expected_size=extract.download_size,
             size_name="Brightspace's DownloadSize",
             scope=SCOPE_BDS_DOWNLOAD,
-            **{"check_zip": True, **options},
+            **{"check_zip": True, "check_member": self._member_check(extract.data_set), **options},
         )
+
+    @staticmethod
+    def _member_check(data_set: str) -> Callable[[str, str], None]:
+        return lambda member, label: check_member_name(member, data_set, label)
 
     def download(self, url: str, destination: str | os.PathLike[str], **options: Any) -> DownloadedFile:
         """Stream ``url`` to ``destination``, completely or not at all: see :class:`StreamingDownload`."""
@@ -216,3 +228,23 @@ class BrightspaceHook(LmsHook):
                 f"export job {job_id} cannot be downloaded: it is unknown, not complete, expired or deleted "
                 f"({err}). Create a new export job."
             ) from None
+
+
+def check_member_name(member: str, data_set: str, label: str) -> None:
+    """Refuse the ZIP of another data set: its CSV is named after the data set (``Users.csv``,
+    ``OrganizationalUnits.csv``), perhaps with a suffix after ``_`` or ``-`` or digits.
+
+    Raises :class:`ExtractFormatError` naming both, so a listing entry or link that points at another
+    data set's file is caught at the pull, before the file is kept or recorded.
+    """
+    got = PurePosixPath(member).name.replace(" ", "").lower()
+    got = got[: -len(".csv")] if got.endswith(".csv") else got
+    for name in names_of(data_set):
+        want = name.replace(" ", "").lower()
+        if got == want or (got.startswith(want) and got[len(want)] in "_-0123456789"):
+            return
+    expected = " or ".join(f"{name.replace(' ', '')}.csv" for name in names_of(data_set))
+    raise ExtractFormatError(
+        f"{label}: the ZIP holds {member!r}, but an extract of data set {data_set!r} holds {expected}: "
+        "this is another data set's file (check the data set's listing and DownloadLink)"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from airflow_provider_canvas.brightspace.connection import BrightspaceSettings
 from airflow_provider_canvas.brightspace.hooks.models import BdsDataSet, BdsExtract, legacy_data_sets
@@ -132,7 +132,7 @@ def read_sync(plan: Plan[T], get_json: Callable[[Page], Any]) -> T:
         while True:
             page = plan.send(get_json(page))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return cast(T, done.value)
 
 
 async def read_async(plan: Plan[T], get_json: Callable[[Page], Awaitable[Any]]) -> T:
@@ -142,4 +142,4 @@ async def read_async(plan: Plan[T], get_json: Callable[[Page], Awaitable[Any]]) 
         while True:
             page = plan.send(await get_json(page))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return cast(T, done.value)

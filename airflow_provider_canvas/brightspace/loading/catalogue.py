@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from airflow_provider_canvas.exceptions import LmsConfigurationError
-
 CATALOGUE_VERSION = "D2L Brightspace Data Sets schema pages, September 2024"
 #: In ``text_columns``, loads every column of a data set as text.
 ALL_COLUMNS = "*"
@@ -154,10 +152,22 @@ CATALOGUE["Org Unit Ancestors"] = CATALOGUE["Organizational Unit Ancestors"]
 DEFAULT_KEY_COLUMNS: dict[str, list[str]] = {name: list(schema.keys) for name, schema in CATALOGUE.items()}
 
 
+def names_of(data_set: str) -> list[str]:
+    """``data_set`` and the other names of the same catalogued data set ("Org Units" and "Organizational
+    Units"); just ``[data_set]`` for a data set the catalogue does not know."""
+    schema = CATALOGUE.get(data_set)
+    others = [name for name, known in CATALOGUE.items() if schema is not None and known is schema]
+    return list(dict.fromkeys([data_set, *others]))
+
+
 def key_columns_for(data_set: str, overrides: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """The key of a data set: the operator's mapping first, then the catalogue."""
     keys = (overrides or {}).get(data_set) or DEFAULT_KEY_COLUMNS.get(data_set)
     if not keys:
+        # Imported here: the catalogue is plain data the emulator reads too, and the emulator must not
+        # import Airflow (importing it takes over logging: the standalone emulator's log would go).
+        from airflow_provider_canvas.exceptions import LmsConfigurationError
+
         raise LmsConfigurationError(
             f"no key columns known for data set {data_set!r}: pass key_columns={{{data_set!r}: [...]}} "
             "with the columns that identify a row (see the data set's documentation)"

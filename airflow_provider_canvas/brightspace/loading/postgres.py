@@ -107,7 +107,8 @@ class PostgresExtractLoader:
 
         Columns are matched by header name. Header columns the table lacks are added (Brightspace
         minor versions append columns) with their ``column_types`` type; table columns the header
-        lacks stay, NULL on the rows of this extract, with a warning. Existing columns keep their
+        lacks stay, with a warning: a full leaves them NULL, a differential leaves them unchanged on
+        the rows it updates (an upsert changes only the columns it carries). Existing columns keep their
         type: a table made by an earlier version (all ``text``) keeps loading as text unless
         ``migrate_text_columns`` converts its columns to ``column_types`` in this load's transaction.
         Rows whose ``IsDeleted`` is true are deleted (``deleted_rows="delete"``) or stored with the
@@ -220,11 +221,12 @@ class PostgresExtractLoader:
         missing = [c for c in existing if c not in header]
         if missing:
             log.warning(
-                "%s.%s: columns %s are not in extract %s; they stay in the table, NULL for its rows",
+                "%s.%s: columns %s are not in extract %s; they stay in the table, %s",
                 self.schema,
                 table,
                 missing,
                 csv_in.name,
+                "NULL for its rows" if full else "unchanged on the rows it updates, NULL on rows it adds",
             )
         counts = replace_rows(sql, cur, csv_in, table, keys, existing, delete) if full == "replace" else None
         method = "replace"

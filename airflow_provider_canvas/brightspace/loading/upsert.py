@@ -33,7 +33,9 @@ def merge(
     ``types`` are the table's column types (the staging table gets the same, so a bad value fails
     at the COPY, with its line). A full extract holds every row of the data set, so rows of the
     table whose key it lacks were deleted in Brightspace (differentials carry no row for a hard
-    delete): they go too.
+    delete): they go too. ``missing`` are table columns the extract lacks: a full (which stands
+    for the whole data set) empties them, as a replace does; a differential updates only the
+    columns it carries, so they keep their values on the rows it updates (and are NULL on rows it adds).
     """
     header = csv_in.header
     target = sql.table(table)
@@ -66,7 +68,8 @@ def merge(
         if cur.rowcount:
             log.info("%s: %d rows not in this full extract deleted from the table", csv_in.name, cur.rowcount)
         rows_deleted += cur.rowcount
-    upserted = _upsert(sql, cur, target, stage, header, keys, types, missing, only_live)
+    emptied = missing if full else []
+    upserted = _upsert(sql, cur, target, stage, header, keys, types, emptied, only_live)
     return rows_read, upserted, rows_deleted
 
 

@@ -120,6 +120,10 @@ class CanvasHook(LmsHook):
     def whoami_path(self) -> str:
         return "/api/v1/users/self"
 
+    @property
+    def authorization_endpoint(self) -> str:
+        return self.settings.authorization_endpoint
+
     def authorization_params(self) -> dict[str, str]:
         # Shown beside the token in the user's Approved Integrations, so the person can tell it apart.
         return {"purpose": f"Airflow connection {self.conn_id}"}

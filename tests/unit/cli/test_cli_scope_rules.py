@@ -18,7 +18,7 @@ from airflow_provider_canvas.cli.scopes import (
     format_report,
     group_of,
 )
-from airflow_provider_canvas.common.connection_checks import parse_scopes
+from airflow_provider_canvas.common.connection import parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 

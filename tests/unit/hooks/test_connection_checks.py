@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_canvas.common.connection_checks import check_base_url, is_loopback, parse_scopes
+from airflow_provider_canvas.common.connection import check_base_url, is_loopback, parse_scopes
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 
