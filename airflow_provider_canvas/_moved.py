@@ -24,7 +24,7 @@ MOVED = {
     "files": "common.files",
     "tokens.metadata": "common.airflow_access",
     "hooks.connection_checks": "common.connection",
-    "hooks.connected": "common.connected",
+    "hooks.connected": "common.connection",
     "hooks.async_base": "common.async_hook",
     "hooks.transport": "common.transport",
     "hooks.download": "common.download",

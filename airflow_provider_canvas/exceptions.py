@@ -117,6 +117,18 @@ class DapSnapshotRequiredError(LmsApiError):
     new snapshot can follow. The pull starts one by itself."""
 
 
+class DapSchemaError(LmsError, ValueError):
+    """A schema file is not a DAP table schema this loader understands."""
+
+
+class DapSchemaChangeError(LmsError):
+    """A new schema version changes the table in a way a load cannot apply by adding columns."""
+
+
+class DapDataError(LmsError, ValueError):
+    """A pulled file is not what DAP serves, or a value does not fit its column. Says file, line, column."""
+
+
 class DapObjectError(LmsError):
     """A Canvas Data 2 object could not be downloaded whole, or is not intact gzip; nothing was kept."""
 

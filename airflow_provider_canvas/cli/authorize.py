@@ -23,7 +23,7 @@ from airflow_provider_canvas.common import airflow_access as metadata
 from airflow_provider_canvas.common.connection import is_loopback
 from airflow_provider_canvas.exceptions import AuthorizeError, LmsConfigurationError
 from airflow_provider_canvas.tokens.hook import LmsHook
-from airflow_provider_canvas.tokens.model import TokenSet
+from airflow_provider_canvas.tokens.model import TokenSet, is_token_key
 
 # The flow --------------------------------------------------------------------------------------
 
@@ -206,6 +206,7 @@ def save_connection(settings: Settings, tokens: TokenSet) -> str:
             login=settings.client_id,
             password=settings.client_secret,
             extra=settings.extra,
+            keep=is_token_key,
         )
     store = hook.tokens.store
     if hook.tokens.adopt(tokens, before_save=write_connection):

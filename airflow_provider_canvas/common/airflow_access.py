@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,24 +119,30 @@ def write_connection_extra(conn_id: str, conn_type: str, extra: dict[str, Any]) 
 
 
 def upsert_connection(
-    conn_id: str, conn_type: str, *, host: str, login: str, password: str, extra: dict[str, Any]
+    conn_id: str,
+    conn_type: str,
+    *,
+    host: str,
+    login: str,
+    password: str,
+    extra: dict[str, Any],
+    keep: Callable[[str], bool],
 ) -> None:
     """Create or update a connection in the metadata database (outside tasks: the CLI).
 
-    Token keys already stored stay: only the token store writes tokens.
+    The extra keys already stored for which ``keep(key)`` is true stay (the CLI keeps the token
+    keys: only the token store writes tokens).
     """
     from airflow.models import Connection as ConnectionModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
-
-    from airflow_provider_canvas.tokens.model import is_token_key
 
     with create_session() as session:
         row = session.scalar(select(ConnectionModel).filter_by(conn_id=conn_id).limit(1))
         if row is None:
             row = ConnectionModel(conn_id=conn_id, conn_type=conn_type)
             session.add(row)
-        kept = {k: v for k, v in row.extra_dejson.items() if is_token_key(k)} if row.extra else {}
+        kept = {k: v for k, v in row.extra_dejson.items() if keep(k)} if row.extra else {}
         row.host = host
         row.login = login
         row.password = password

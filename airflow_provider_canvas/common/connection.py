@@ -5,7 +5,9 @@ frozen dataclass of its product (``canvas/connection.py``, ...) that turns the s
 what requests need (URLs, scopes, the token endpoint). What a person types is checked here (base
 URLs and scope strings, also for ``canvas-oauth``), so a typo is refused before any request leaves,
 with a message that says what to type instead. The sync hook and the triggerer's async hook parse
-the same way.
+the same way. A hook's one HTTP session, retry policy and
+:class:`~airflow_provider_canvas.common.transport.Transport` are built here too, from the settings
+and the subclass's ``tokens``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+import requests
 from airflow.sdk import BaseHook
 
 from airflow_provider_canvas.common import airflow_access
+from airflow_provider_canvas.common.retry import RetryPolicy
+from airflow_provider_canvas.common.transport import AccessTokens, ApiRules, Transport, json_session
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 if TYPE_CHECKING:
@@ -77,6 +82,8 @@ class ConnectedHook(BaseHook):
     settings_class: ClassVar[SettingsClass[Any]]
     #: What the login and password fields must hold, for the message when one is empty.
     credentials_hint: ClassVar[str] = "the client ID as login and the client secret as password"
+    #: The API's answers: refusals, pacing, what a dead token looks like.
+    api_rules: ClassVar[ApiRules] = ApiRules()
 
     def __init__(
         self,
@@ -103,6 +110,49 @@ class ConnectedHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    # Requests: one session, one retry policy, the Transport that sends with this hook's tokens ----
+
+    def token_keeper(self) -> AccessTokens:
+        """What hands out a live access token (OAuth tokens, or Canvas Data 2's JWT)."""
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return str(self.settings.base_url)
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.backoff_seconds, self.max_backoff_seconds, log=self.log)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        return json_session()
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+
+    @cached_property
+    def transport(self) -> Transport:
+        return Transport(
+            session=self.session,
+            base_url=self.base_url,
+            tokens=self.token_keeper(),
+            retry=self.retry,
+            timeout=self.timeout,
+            conn_label=self.conn_label,
+            rules=self.api_rules,
+            log=self.log,
+        )
+
+    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
+        """See :meth:`Transport.request`: an authorised request, retried as the policy says; a
+        refused access token is replaced once and the request sent once more."""
+        return self.transport.request(method, path_or_url, **kwargs)
+
+    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
+        return self.transport.get_json(path_or_url, **kwargs)
 
     @classmethod
     def for_connection(cls, connection: Any, *, mask: bool = True, **options: Any) -> Self:

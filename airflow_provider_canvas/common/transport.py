@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from functools import cached_property, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
@@ -90,6 +90,13 @@ class ApiRules:
         )
 
 
+def json_session() -> requests.Session:
+    """A ``requests.Session`` that asks for JSON: the one session a hook owns and closes."""
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    return session
+
+
 class Transport:
     """Sends authorised requests to one API.
 
@@ -97,12 +104,14 @@ class Transport:
     :class:`~airflow_provider_canvas.common.retry.RetryPolicy` decides what is sent again (connection
     errors, 5xx answers to reads, throttled requests); requests are paced when the API's rate-limit
     headers run low. A dead token (``rules.token_refused``) is rejected, and the request sent once
-    more with a new one. Any other 4xx is final, mapped by ``rules.error``.
+    more with a new one. Any other 4xx is final, mapped by ``rules.error``. It sends through its
+    owner's ``session`` (the hook's, which the hook closes).
     """
 
     def __init__(
         self,
         *,
+        session: requests.Session,
         base_url: str,
         tokens: AccessTokens,
         retry: RetryPolicy,
@@ -111,6 +120,7 @@ class Transport:
         rules: ApiRules | None = None,
         log: Log,
     ) -> None:
+        self.session = session
         self.base_url = base_url
         self.tokens = tokens
         self.retry = retry
@@ -118,16 +128,6 @@ class Transport:
         self.conn_label = conn_label
         self.rules = rules or ApiRules()
         self.log = log
-
-    @cached_property
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
-        return session
-
-    def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
 
     def request(
         self,

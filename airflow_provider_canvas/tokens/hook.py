@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import requests
 
 from airflow_provider_canvas.common import airflow_access
-from airflow_provider_canvas.common.api_hook import ApiHook
+from airflow_provider_canvas.common.connection import ConnectedHook
 from airflow_provider_canvas.common.download import DownloadedFile, StreamingDownload
-from airflow_provider_canvas.common.transport import BearerAuth
+from airflow_provider_canvas.common.transport import BearerAuth, json_session
 from airflow_provider_canvas.exceptions import LmsError
 from airflow_provider_canvas.tokens.diagnostics import (
     AccessTokenCheck,
@@ -36,7 +36,7 @@ from airflow_provider_canvas.tokens.settings import LmsSettings
 from airflow_provider_canvas.tokens.store import TokenStore
 
 
-class LmsHook(ApiHook):
+class LmsHook(ConnectedHook):
     """Base of :class:`CanvasHook` and :class:`BrightspaceHook` (see :class:`ConnectedHook` for the
     constructor's parameters).
 
@@ -65,6 +65,9 @@ class LmsHook(ApiHook):
         return self.settings.client(
             session=self.session, retry=self.retry, timeout=self.timeout, conn_label=self.conn_label
         )
+
+    def token_keeper(self) -> TokenLifecycle:
+        return self.tokens
 
     @cached_property
     def tokens(self) -> TokenLifecycle:
@@ -110,8 +113,7 @@ class LmsHook(ApiHook):
         host goes without it. Plain requests: no retries, throttling or error mapping, which
         :meth:`request` adds. The caller closes the session.
         """
-        session = requests.Session()
-        session.headers["Accept"] = "application/json"
+        session = json_session()
         session.auth = BearerAuth(self.tokens, self.base_url)
         return session
 

@@ -10,8 +10,8 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 from lms_fixtures import dsn, postgres_connection_fields
 from test_dap_load import SourceTable, table_rows
 
-from airflow_provider_canvas.canvas_data.loading.records import DapDataError
 from airflow_provider_canvas.canvas_data.operators.load import CanvasDataLoadOperator, canvas_data_table_asset
+from airflow_provider_canvas.exceptions import DapDataError
 from airflow_provider_canvas.testing.dap_files import upsert
 
 PASSWORD = "pg-password-never-logged-7Qx"

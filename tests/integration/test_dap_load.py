@@ -16,9 +16,7 @@ from lms_fixtures import dsn, table_fingerprint
 
 from airflow_provider_canvas.canvas_data.loading.ledger import LOADS_TABLE, TABLES_TABLE
 from airflow_provider_canvas.canvas_data.loading.load import DapTableLoader
-from airflow_provider_canvas.canvas_data.loading.records import DapDataError
-from airflow_provider_canvas.canvas_data.loading.schema import DapSchemaChangeError
-from airflow_provider_canvas.exceptions import LmsConfigurationError
+from airflow_provider_canvas.exceptions import DapDataError, DapSchemaChangeError, LmsConfigurationError
 from airflow_provider_canvas.testing.dap_files import PulledTable, delete, table_schema, upsert
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)

@@ -49,3 +49,22 @@ def test_errors_a_later_try_may_not_meet_keep_task_retries(cls: type[Exception])
 
 def test_configuration_errors_stay_value_errors() -> None:
     assert issubclass(exceptions.LmsConfigurationError, ValueError)
+
+
+def test_every_public_error_class_lives_in_exceptions_py() -> None:
+    # Read with ast, so a module nobody imported yet counts; testing/ is the emulator, not the provider.
+    import ast
+    from pathlib import Path
+
+    root = Path(exceptions.__file__).parent
+    elsewhere = [
+        f"{path.relative_to(root)}:{node.name}"
+        for path in root.rglob("*.py")
+        if path.name != "exceptions.py" and "testing" not in path.relative_to(root).parts
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and node.name.endswith(("Error", "Exception"))
+        and not node.name.startswith("_")
+    ]
+    assert elsewhere == []
+    assert {"DapDataError", "DapSchemaError", "DapSchemaChangeError"} <= set(vars(exceptions))

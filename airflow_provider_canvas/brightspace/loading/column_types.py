@@ -7,7 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_canvas.brightspace.loading.sql import TEXT, Sql, sqlstate
+from airflow_provider_canvas.brightspace.loading.sql import TEXT, Sql
+from airflow_provider_canvas.common.sql import sqlstate
 from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_canvas.brightspace.loading.extract import ExtractCsv
-from airflow_provider_canvas.brightspace.loading.sql import DELETED_COLUMN, TEXT, Sql, sqlstate
+from airflow_provider_canvas.brightspace.loading.sql import DELETED_COLUMN, TEXT, Sql
+from airflow_provider_canvas.common.sql import sqlstate
 
 log = logging.getLogger(__name__)
 

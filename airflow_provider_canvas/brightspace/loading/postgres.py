@@ -19,8 +19,9 @@ from airflow_provider_canvas.brightspace.loading.column_types import copy_error,
 from airflow_provider_canvas.brightspace.loading.extract import ExtractCsv, open_extract_csv
 from airflow_provider_canvas.brightspace.loading.full_replace import fill_new_table, replace_rows
 from airflow_provider_canvas.brightspace.loading.ledger import LEDGER_TABLE, Ledger
-from airflow_provider_canvas.brightspace.loading.sql import TEXT, Sql, sqlstate
+from airflow_provider_canvas.brightspace.loading.sql import TEXT, Sql
 from airflow_provider_canvas.brightspace.loading.upsert import merge
+from airflow_provider_canvas.common.sql import sqlstate
 from airflow_provider_canvas.exceptions import ExtractFormatError, LmsConfigurationError
 
 __all__ = ["DEFAULT_KEY_COLUMNS", "LEDGER_TABLE", "LoadResult", "PostgresExtractLoader", "key_columns_for"]

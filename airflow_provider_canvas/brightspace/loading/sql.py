@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_canvas.brightspace.loading.extract import ExtractCsv
+from airflow_provider_canvas.common.sql import sql_module, sqlstate
 from airflow_provider_canvas.exceptions import ExtractFormatError
 
 DELETED_COLUMN = "IsDeleted"
@@ -15,25 +15,11 @@ _DELETED_VALUES = ("true", "1", "t", "yes")
 _COPY_CHUNK_CHARS = 2**17
 
 
-def sqlstate(err: BaseException) -> str:
-    """The PostgreSQL error code of a psycopg 3 or psycopg2 error ("" for other errors)."""
-    return str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
-
-
-def driver_sql(connection: Any) -> Any:
-    """The ``sql`` module (Identifier, SQL, Literal...) of the connection's driver: psycopg2 or psycopg 3.
-
-    Typed Any: the two modules have the same shape but no common type.
-    """
-    driver = "psycopg2" if type(connection).__module__.startswith("psycopg2") else "psycopg"
-    return importlib.import_module(f"{driver}.sql")
-
-
 class Sql:
     """Statements for one schema, built with the connection's driver (``psycopg.sql`` or ``psycopg2.sql``)."""
 
     def __init__(self, connection: Any, schema: str) -> None:
-        self.sql = driver_sql(connection)
+        self.sql = sql_module(connection)
         self.conn = connection
         self.schema = schema
 

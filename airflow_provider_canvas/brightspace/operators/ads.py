@@ -21,7 +21,7 @@ from airflow_provider_canvas.brightspace.hooks.brightspace import (
     BrightspaceHook,
 )
 from airflow_provider_canvas.brightspace.hooks.models import ExportJobState, export_job_state
-from airflow_provider_canvas.brightspace.loading.pull_state import (
+from airflow_provider_canvas.common.locations import (
     copy_to_object_store,
     local_path,
     location_uri,

@@ -5,9 +5,6 @@ The Advanced Data Sets operator lives in ``operators/brightspace_ads.py`` and is
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -16,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from airflow.sdk import Asset, AssetAlias, BaseOperator
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_canvas.brightspace.hooks.brightspace import (
     SCOPE_BDS_DOWNLOAD,
@@ -32,13 +29,14 @@ from airflow_provider_canvas.brightspace.loading.pull_state import (
     DataSetFolder,
     FullPolicy,
     PulledExtract,
-    location_uri,
     plan_load,
     plan_pull,
 )
 from airflow_provider_canvas.brightspace.loading.pulled_check import file_problem, merge_plans, recheck_pulled
 from airflow_provider_canvas.brightspace.operators.ads import BrightspaceAdvancedDataSetOperator
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
+from airflow_provider_canvas.common.assets import alias_location, default_outlets, emit_asset_event
+from airflow_provider_canvas.common.templating import is_template, name_list
+from airflow_provider_canvas.exceptions import LmsError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -58,27 +56,7 @@ def data_set_asset(location: str | os.PathLike[str] | ObjectStoragePath, data_se
 
 def _names(data_sets: Any) -> list[str]:
     """Data set names from a list, or a rendered template (JSON / Python list, or comma-separated)."""
-    if isinstance(data_sets, str):
-        text = data_sets.strip()
-        if text.startswith("["):
-            try:
-                data_sets = json.loads(text)
-            except ValueError:
-                # A Python list rendered without native objects; anything else is refused below.
-                with contextlib.suppress(ValueError, SyntaxError):
-                    data_sets = ast.literal_eval(text)
-        else:
-            data_sets = [part.strip() for part in text.split(",") if part.strip()]
-    valid = isinstance(data_sets, Sequence) and not isinstance(data_sets, str) and bool(data_sets)
-    if not valid or not all(isinstance(n, str) for n in data_sets):
-        raise LmsConfigurationError(
-            f"data_sets must be a non-empty list of data set names, got {data_sets!r}"
-        )
-    return list(dict.fromkeys(data_sets))
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
+    return name_list(data_sets, refusal="data_sets must be a non-empty list of data set names")
 
 
 def _raise_collected(failures: dict[str, BaseException], what: str) -> None:
@@ -127,15 +105,12 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
         lock_timeout: float = 3600.0,
         **kwargs: Any,
     ) -> None:
-        self.alias: AssetAlias | None = None
-        if "outlets" not in kwargs:
-            if _is_template(data_sets) or _is_template(location):
-                # The assets are known once rendered; the alias is named by the text as written.
-                where = location if _is_template(location) else location_uri(location)
-                self.alias = AssetAlias(name=f"brightspace-data-sets:{where}")
-                kwargs["outlets"] = [self.alias]
-            else:
-                kwargs["outlets"] = [data_set_asset(location, name) for name in _names(data_sets)]
+        self.alias = default_outlets(
+            kwargs,
+            templated=is_template(data_sets) or is_template(location),
+            alias=f"brightspace-data-sets:{alias_location(location)}",
+            assets=lambda: [data_set_asset(location, name) for name in _names(data_sets)],
+        )
         super().__init__(**kwargs)
         self.data_sets = data_sets
         self.location = location
@@ -212,20 +187,13 @@ class BrightspaceDataSetsPullOperator(BaseOperator):
         return pull_lineage(*self._lineage_facts, location=self.location)
 
     def _emit_asset_event(self, context: Context, name: str, new: list[dict[str, Any]]) -> None:
-        events = context.get("outlet_events") if hasattr(context, "get") else None
-        if events is None:
-            return
         extra: dict[str, Any] = {
             "data_set": name,
             "new_extracts": len(new),
             "newest": new[-1] if new else None,
             "files": [item["file"] for item in new],
         }
-        asset = data_set_asset(self.location, name)
-        if self.alias is not None:
-            events[self.alias].add(asset, extra=extra)
-        else:
-            events[asset].extra = extra
+        emit_asset_event(context, data_set_asset(self.location, name), extra, self.alias)
 
 
 class BrightspaceDataSetsToPostgresOperator(BaseOperator):

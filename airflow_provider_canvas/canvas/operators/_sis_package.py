@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from airflow_provider_canvas.brightspace.loading.pull_state import local_path
 from airflow_provider_canvas.canvas.operators._jsonl import OutputPath, resolve_path
+from airflow_provider_canvas.common.locations import local_path
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 _BLOCK = 2**20

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.configuration import conf
 
-from airflow_provider_canvas.brightspace.loading.pull_state import copy_to_object_store, local_path
 from airflow_provider_canvas.canvas.hooks.canvas import normalize_account_id
 from airflow_provider_canvas.canvas.hooks.sis import SCOPE_GET_REPORT, SCOPE_START_REPORT
 from airflow_provider_canvas.canvas.hooks.sis_models import REPORT_FINAL_STATES
 from airflow_provider_canvas.canvas.operators._jsonl import resolve_path
 from airflow_provider_canvas.canvas.operators.accounts import _CanvasOperator
+from airflow_provider_canvas.common.locations import copy_to_object_store, local_path
 from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import AccountReportError
 

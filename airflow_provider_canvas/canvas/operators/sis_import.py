@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.configuration import conf
 
-from airflow_provider_canvas.brightspace.loading.pull_state import local_path
 from airflow_provider_canvas.canvas.hooks.canvas import CanvasHook, normalize_account_id
 from airflow_provider_canvas.canvas.hooks.sis import (
     SCOPE_CREATE_SIS_IMPORT,
@@ -28,6 +27,7 @@ from airflow_provider_canvas.canvas.operators import _sis_ledger as ledger
 from airflow_provider_canvas.canvas.operators._sis_package import SisPackage, build_package
 from airflow_provider_canvas.canvas.operators.accounts import _CanvasOperator
 from airflow_provider_canvas.common import airflow_access as metadata
+from airflow_provider_canvas.common.locations import local_path
 from airflow_provider_canvas.common.polling import Poll
 from airflow_provider_canvas.exceptions import (
     LmsConfigurationError,

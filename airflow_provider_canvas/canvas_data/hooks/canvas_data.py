@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 import requests
 
-from airflow_provider_canvas.brightspace.loading.pull_state import storage_root
 from airflow_provider_canvas.canvas_data.connection import DapSettings
 from airflow_provider_canvas.canvas_data.hooks.auth import DapLogin, DapTokenCache, token_minutes
 from airflow_provider_canvas.canvas_data.hooks.models import (
@@ -29,7 +28,8 @@ from airflow_provider_canvas.canvas_data.hooks.models import (
 )
 from airflow_provider_canvas.canvas_data.hooks.objects import DapObjectDownloader, PulledObject
 from airflow_provider_canvas.canvas_data.hooks.pacing import JobCreationPacer
-from airflow_provider_canvas.common.api_hook import ApiHook
+from airflow_provider_canvas.common.connection import ConnectedHook
+from airflow_provider_canvas.common.locations import storage_root
 from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.common.transport import ApiRules
 from airflow_provider_canvas.exceptions import (
@@ -54,7 +54,7 @@ class DapApiRules(ApiRules):
         return dap_api_error(response, method, url)
 
 
-class CanvasDataHook(ApiHook):
+class CanvasDataHook(ConnectedHook):
     """Canvas Data 2 tables of one ``canvas_data`` connection (see :class:`DapSettings`).
 
     host: the DAP API URL (empty: ``https://api-gateway.instructure.com``); login/password: the DAP
@@ -132,6 +132,9 @@ class CanvasDataHook(ApiHook):
             timeout=self.timeout,
             log=self.log,
         )
+
+    def token_keeper(self) -> DapTokenCache:
+        return self.tokens
 
     @cached_property
     def tokens(self) -> DapTokenCache:

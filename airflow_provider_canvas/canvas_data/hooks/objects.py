@@ -21,10 +21,10 @@ from typing import Any
 
 import requests
 
-from airflow_provider_canvas.brightspace.loading.pull_state import copy_to_object_store
 from airflow_provider_canvas.canvas_data.hooks.models import DapJob, object_file_name
 from airflow_provider_canvas.common.download import AuthorisedGet, StreamingDownload
 from airflow_provider_canvas.common.files import fsync_dir
+from airflow_provider_canvas.common.locations import copy_to_object_store
 from airflow_provider_canvas.common.log import Log
 from airflow_provider_canvas.common.retry import RetryPolicy
 from airflow_provider_canvas.exceptions import DapObjectError, DownloadError

@@ -25,16 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from airflow_provider_canvas.brightspace.loading.sql import sqlstate
 from airflow_provider_canvas.canvas_data.loading.ledger import (
     BatchCounts,
     DapLedger,
     LoadedTable,
     advisory_key,
 )
-from airflow_provider_canvas.canvas_data.loading.records import DapDataError, RecordDecoder
+from airflow_provider_canvas.canvas_data.loading.records import RecordDecoder
 from airflow_provider_canvas.canvas_data.loading.schema import (
-    DapSchemaChangeError,
     DapTableSchema,
     compare,
     read_schema_file,
@@ -49,8 +47,14 @@ from airflow_provider_canvas.canvas_data.loading.state import (
     repull_remedy,
 )
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream
+from airflow_provider_canvas.common.sql import sqlstate
 from airflow_provider_canvas.common.times import parse_utc
-from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError
+from airflow_provider_canvas.exceptions import (
+    DapDataError,
+    DapSchemaChangeError,
+    LmsConfigurationError,
+    LmsError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import msgspec
 
 from airflow_provider_canvas.canvas_data.loading.schema import DapColumn, DapTableSchema
-from airflow_provider_canvas.exceptions import LmsError
+from airflow_provider_canvas.exceptions import DapDataError as DapDataError  # 0.1 path
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ _CONTROLS = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
 _TRAILING_AT = re.compile(r"[\s-]*at\s*$")
 _PATH = re.compile(r"`\$\.(key|value|meta)\.?([^`]*)`")
 Mode = Literal["snapshot", "incremental"]
-
-
-class DapDataError(LmsError, ValueError):
-    """A pulled file is not what DAP serves, or a value does not fit its column. Says file, line, column."""
 
 
 def _raw_text(value: msgspec.Raw) -> str | None:

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from airflow_provider_canvas.exceptions import LmsError
+from airflow_provider_canvas.exceptions import DapSchemaChangeError as DapSchemaChangeError  # 0.1 path
+from airflow_provider_canvas.exceptions import DapSchemaError
 
 META_TS_COLUMN = "meta_ts"
 #: PostgreSQL truncates longer identifiers silently, which could merge two columns into one.
@@ -49,14 +50,6 @@ _STRING_FORMATS = {
 }
 _INTEGER_FORMATS = {"int16": "smallint", "int32": "integer", "int64": "bigint"}
 _NUMBER_FORMATS = {"float32": "real", "float64": "double precision"}
-
-
-class DapSchemaError(LmsError, ValueError):
-    """A schema file is not a DAP table schema this loader understands."""
-
-
-class DapSchemaChangeError(LmsError):
-    """A new schema version changes the table in a way a load cannot apply by adding columns."""
 
 
 @dataclass(frozen=True)

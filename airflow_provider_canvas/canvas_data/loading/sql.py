@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_canvas.brightspace.loading.sql import driver_sql, sqlstate
 from airflow_provider_canvas.canvas_data.loading.records import COPY_OPTIONS, DELETED_COLUMN, RecordDecoder
 from airflow_provider_canvas.canvas_data.loading.schema import DapColumn, DapTableSchema
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream, prefetched
+from airflow_provider_canvas.common.sql import sql_module, sqlstate
 
 STAGE = "_dap_stage"
 DELETED = DELETED_COLUMN
@@ -23,7 +23,7 @@ class DapSql:
     def __init__(self, connection: Any, schema: str) -> None:
         self.conn = connection
         self.schema = schema
-        self.sql = driver_sql(connection)
+        self.sql = sql_module(connection)
 
     def _table(self, name: str) -> Any:
         return self.sql.Identifier(self.schema, name)

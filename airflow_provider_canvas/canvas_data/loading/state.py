@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_canvas.brightspace.loading.pull_state import storage_root
 from airflow_provider_canvas.common.files import write_atomically
+from airflow_provider_canvas.common.locations import storage_root
 from airflow_provider_canvas.exceptions import LmsConfigurationError
 
 if TYPE_CHECKING:

@@ -24,12 +24,12 @@ import msgspec
 
 from airflow_provider_canvas.canvas_data.loading.records import (
     CONTROL_HINT,
-    DapDataError,
     Mode,
     RecordDecoder,
     describe,
 )
 from airflow_provider_canvas.canvas_data.loading.state import job_of, repull_remedy
+from airflow_provider_canvas.exceptions import DapDataError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ state still ends where the job began (another pull may have advanced it meanwhil
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import re
@@ -20,6 +19,7 @@ from airflow_provider_canvas.canvas_data.hooks.models import DapJob
 from airflow_provider_canvas.canvas_data.hooks.objects import PulledObject
 from airflow_provider_canvas.canvas_data.loading.state import DapBatch, DapTableFolder
 from airflow_provider_canvas.common.log import Log
+from airflow_provider_canvas.common.templating import name_list
 from airflow_provider_canvas.exceptions import LmsConfigurationError, LmsError, TokenLockTimeout
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -34,22 +34,11 @@ def table_names(tables: Any, *, empty: bool = False) -> list[str]:
     """
     if empty and not tables:
         return []
-    if isinstance(tables, str):
-        text = tables.strip()
-        if text.startswith("["):
-            # JSON, or a Python list rendered without native objects; anything else is refused below.
-            for parse in (json.loads, ast.literal_eval):
-                with contextlib.suppress(ValueError, SyntaxError):
-                    tables = parse(text)
-                    break
-        else:
-            tables = [part.strip() for part in text.split(",") if part.strip()]
-    valid = isinstance(tables, Sequence) and not isinstance(tables, str) and bool(tables)
-    if not valid or not all(isinstance(n, str) and _NAME.fullmatch(n) for n in tables):
-        raise LmsConfigurationError(
-            f"tables must be a non-empty list of DAP table names (letters, digits, _), got {tables!r}"
-        )
-    return list(dict.fromkeys(tables))
+    return name_list(
+        tables,
+        refusal="tables must be a non-empty list of DAP table names (letters, digits, _)",
+        valid=lambda name: _NAME.fullmatch(name) is not None,
+    )
 
 
 def batches_to_repull(

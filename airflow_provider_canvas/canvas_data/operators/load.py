@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_canvas.canvas_data.loading.state import DapTableFolder
+from airflow_provider_canvas.common.assets import default_outlets, emit_asset_event
+from airflow_provider_canvas.common.templating import is_template
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -24,10 +26,6 @@ ASSET_SCHEME = "x-canvas-data-table"
 def canvas_data_table_asset(postgres_conn_id: str, schema: str, table: str) -> Asset:
     """The asset a load updates: ``table`` in ``schema`` of the PostgreSQL connection. Schedule on it."""
     return Asset(uri=f"{ASSET_SCHEME}://{postgres_conn_id}/{schema}/{table}")
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
 
 
 class CanvasDataLoadOperator(BaseOperator):
@@ -83,15 +81,14 @@ class CanvasDataLoadOperator(BaseOperator):
         target_table: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.alias: AssetAlias | None = None
-        if "outlets" not in kwargs:
-            named = (postgres_conn_id, schema, target_table or table)
-            if any(_is_template(v) for v in named):
-                self.alias = AssetAlias(name=f"canvas-data-load:{'/'.join(map(str, named))}")
-                kwargs["outlets"] = [self.alias]
-            else:
-                kwargs["outlets"] = [canvas_data_table_asset(*named)]
-        elif [type(o) for o in kwargs["outlets"]] == [AssetAlias]:
+        named = (postgres_conn_id, schema, target_table or table)
+        self.alias = default_outlets(
+            kwargs,
+            templated=any(is_template(v) for v in named),
+            alias=f"canvas-data-load:{'/'.join(map(str, named))}",
+            assets=lambda: [canvas_data_table_asset(*named)],
+        )
+        if self.alias is None and [type(o) for o in kwargs.get("outlets", [])] == [AssetAlias]:
             # Given one alias (a load mapped over tables known only at run time): events go through it.
             self.alias = kwargs["outlets"][0]
         super().__init__(**kwargs)
@@ -147,10 +144,7 @@ class CanvasDataLoadOperator(BaseOperator):
             "skipped": result.skipped,
         }
         asset = canvas_data_table_asset(self.postgres_conn_id, self.schema, target)
-        if self.alias is not None:
-            events[self.alias].add(asset, extra=extra)
-        else:
-            events[asset].extra = extra
+        emit_asset_event(context, asset, extra, self.alias)
 
     def _remember_lineage(self, folder: DapTableFolder, result: DapLoadResult, connection: Any) -> None:
         """What OpenLineage is told on completion: never a password, only where and what."""

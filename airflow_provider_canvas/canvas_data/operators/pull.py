@@ -9,11 +9,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator
+from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_canvas.brightspace.loading.pull_state import location_uri
 from airflow_provider_canvas.canvas_data.hooks.canvas_data import CanvasDataHook
 from airflow_provider_canvas.canvas_data.hooks.models import (
     JOB_CREATION_RATE,
@@ -32,7 +31,10 @@ from airflow_provider_canvas.canvas_data.operators._tables import (
     table_lock,
     table_names,
 )
+from airflow_provider_canvas.common.assets import alias_location, default_outlets, emit_asset_event
+from airflow_provider_canvas.common.locations import location_uri
 from airflow_provider_canvas.common.polling import Poll
+from airflow_provider_canvas.common.templating import is_template
 from airflow_provider_canvas.exceptions import (
     DapJobError,
     DapSnapshotRequiredError,
@@ -55,10 +57,6 @@ def canvas_data_asset(
     """
     parts = urlsplit(f"{location_uri(location).rstrip('/')}/{namespace}/{table}")
     return Asset(uri=parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
 
 
 def _is_final(err: LmsError) -> bool:
@@ -143,19 +141,15 @@ class CanvasDataPullOperator(BaseOperator):
         keep_applied: timedelta | None = DEFAULT_KEEP,
         **kwargs: Any,
     ) -> None:
-        self.alias: AssetAlias | None = None
-        if "outlets" not in kwargs:
-            if (
-                namespace is None
-                or tables == ALL_TABLES
-                or any(_is_template(v) for v in (tables, location, namespace))
-            ):
-                # The assets are known once rendered (and the connection read); named by the text as written.
-                where = location if _is_template(location) else location_uri(location)
-                self.alias = AssetAlias(name=f"canvas-data:{where}")
-                kwargs["outlets"] = [self.alias]
-            else:
-                kwargs["outlets"] = [canvas_data_asset(location, namespace, t) for t in table_names(tables)]
+        # Without a namespace the assets are known once the connection is read, at run time.
+        self.alias = default_outlets(
+            kwargs,
+            templated=namespace is None
+            or tables == ALL_TABLES
+            or any(is_template(v) for v in (tables, location, namespace)),
+            alias=f"canvas-data:{alias_location(location)}",
+            assets=lambda: [canvas_data_asset(location, namespace or "", t) for t in table_names(tables)],
+        )
         super().__init__(**kwargs)
         self.tables = tables
         self.location = location
@@ -456,12 +450,5 @@ class CanvasDataPullOperator(BaseOperator):
     def _emit_asset_event(
         self, context: Context, namespace: str, table: str, summary: dict[str, Any]
     ) -> None:
-        events = context.get("outlet_events") if hasattr(context, "get") else None
-        if events is None:
-            return
         extra = {"namespace": namespace, "table": table, **summary}
-        asset = canvas_data_asset(self.location, namespace, table)
-        if self.alias is not None:
-            events[self.alias].add(asset, extra=extra)
-        else:
-            events[asset].extra = extra
+        emit_asset_event(context, canvas_data_asset(self.location, namespace, table), extra, self.alias)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_canvas.canvas_data.loading.records import DapDataError, RecordDecoder
+from airflow_provider_canvas.canvas_data.loading.records import RecordDecoder
 from airflow_provider_canvas.canvas_data.loading.schema import parse_schema
 from airflow_provider_canvas.canvas_data.loading.stream import RecordStream, prefetched
+from airflow_provider_canvas.exceptions import DapDataError
 from airflow_provider_canvas.testing.dap_files import delete, table_schema, upsert, write_jsonl_gz
 
 DECIMAL = {"type": "number", "multipleOf": 0.01, "exclusiveMaximum": 1e6, "exclusiveMinimum": -1e6}
