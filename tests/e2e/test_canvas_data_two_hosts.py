@@ -123,8 +123,12 @@ def test_the_sync_runs_on_two_hosts_with_its_files_on_s3(two_hosts):
         final = {t: {r["key"]["id"]: r["value"] for r in dap.table(t).snapshot()[0]} for t in TABLES}
     seconds = time.monotonic() - started
     hosts = {w.hostname for w in airflow.workers.values()}
+    # One load per table, mapped: "load[0]", "load[1]", ...
     placement = [
-        {ti["task_id"]: ti["hostname"] for ti in airflow.task_instances(DAG_ID, run)}
+        {
+            ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""): ti["hostname"]
+            for ti in airflow.task_instances(DAG_ID, run)
+        }
         for run in dict.fromkeys([*first, second])
     ]
     print(f"\n[two hosts] {len(placement)} runs of {DAG_ID} in {seconds:.1f}s; tasks per host: {placement}")
@@ -132,11 +136,12 @@ def test_the_sync_runs_on_two_hosts_with_its_files_on_s3(two_hosts):
     # Every task ran on one of the two worker hosts, and a load ran on a host the pull did not run on:
     # the files it read can only have come from S3.
     assert all(set(p.values()) <= hosts for p in placement), placement
-    elsewhere = [(t, p[t]) for p in placement for t in p if t.startswith("load_") and p[t] != p["pull"]]
+    elsewhere = [(t, p[t]) for p in placement for t in p if t.startswith("load[") and p[t] != p["pull"]]
     assert elsewhere, f"every load ran on its pull's host: {placement}"
     pull = airflow.xcom(DAG_ID, second, "pull")
     assert {t: pull[t]["kind"] for t in TABLES} == dict.fromkeys(TABLES, "incremental")
-    users = airflow.xcom(DAG_ID, second, "load_users")
+    mapped = airflow.xcom(DAG_ID, second, "tables_pulled")
+    users = airflow.xcom(DAG_ID, second, "load", map_index=mapped.index("users"))
     assert users["rows_deleted"] == 2 and len(users["batches"]) == 1
 
     # The files are on S3 and on no host's disk (nor the scheduler's).
@@ -155,5 +160,7 @@ def test_the_sync_runs_on_two_hosts_with_its_files_on_s3(two_hosts):
             for key, row in final[table].items():
                 same = {c: stored[key][c] for c in ("name", "workflow_state") if c in row}
                 assert same == {c: row[c] for c in ("name", "workflow_state") if c in row}, (table, key)
-    logs = "".join(airflow.task_log(DAG_ID, second, t) for t in ("pull", "load_users"))
+    logs = airflow.task_log(DAG_ID, second, "pull") + airflow.task_log(
+        DAG_ID, second, "load", map_index=mapped.index("users")
+    )
     assert CLIENT_SECRET not in logs and "local-s3-secret-key" not in logs
