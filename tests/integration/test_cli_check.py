@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from lms_fixtures import CLIENT_ID, CLIENT_SECRET, stored_extra
 
 from airflow_provider_canvas.brightspace.hooks.brightspace import BrightspaceHook
@@ -16,6 +18,8 @@ from airflow_provider_canvas.canvas.hooks.canvas import (
 from airflow_provider_canvas.cli.main import main
 
 DAGS = Path(__file__).parents[2] / "dags"
+#: The DAGs whose scopes DAG_SCOPES are: the other example DAGs need scopes this key does not hold.
+ACCOUNT_DAGS = ("canvas_account_inventory.py", "canvas_sso_settings_restore.py")
 DAG_SCOPES = [SCOPE_GET_ACCOUNT, SCOPE_LIST_SUB_ACCOUNTS, SCOPE_GET_SSO_SETTINGS, SCOPE_PUT_SSO_SETTINGS]
 
 
@@ -28,6 +32,14 @@ def canvas_connection(emulator, make_connection, key_scopes: list[str], conn_id:
     return make_connection(conn_id, "canvas", emulator.url, extra, login=CLIENT_ID, password=CLIENT_SECRET)
 
 
+@pytest.fixture(scope="module")
+def account_dags(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("account_dags")
+    for name in ACCOUNT_DAGS:
+        shutil.copy(DAGS / name, folder)
+    return folder
+
+
 def report(capsys, *args: str) -> tuple[int, dict[str, list[str]]]:
     rc = main(["check", *args])
     out = capsys.readouterr().out
@@ -38,10 +50,12 @@ def report(capsys, *args: str) -> tuple[int, dict[str, list[str]]]:
     return rc, lines
 
 
-def test_check_reports_token_expiry_and_each_scope_with_no_token_request(emulator, make_connection, capsys):
+def test_check_reports_token_expiry_and_each_scope_with_no_token_request(
+    account_dags, emulator, make_connection, capsys
+):
     conn_id = canvas_connection(emulator, make_connection, DAG_SCOPES)
 
-    rc, lines = report(capsys, conn_id, "--dags-folder", str(DAGS))
+    rc, lines = report(capsys, conn_id, "--dags-folder", str(account_dags))
 
     assert rc == 0
     assert lines["token"] == [lines["token"][0]] and lines["token"][0].startswith("ok Canvas LMS accepts")
@@ -61,11 +75,11 @@ def test_check_reports_token_expiry_and_each_scope_with_no_token_request(emulato
         assert secret not in str(lines)
 
 
-def test_check_names_a_missing_scope_and_where_to_add_it(emulator, make_connection, capsys):
+def test_check_names_a_missing_scope_and_where_to_add_it(account_dags, emulator, make_connection, capsys):
     without_sub_accounts = [s for s in DAG_SCOPES if s != SCOPE_LIST_SUB_ACCOUNTS]
     conn_id = canvas_connection(emulator, make_connection, without_sub_accounts)
 
-    rc, lines = report(capsys, conn_id, "--dags-folder", str(DAGS))
+    rc, lines = report(capsys, conn_id, "--dags-folder", str(account_dags))
 
     assert rc == 1
     (failed,) = [line for line in lines["scope"] if line.startswith("FAIL")]
@@ -79,9 +93,13 @@ def test_check_all_counts_every_operators_scopes(emulator, make_connection, caps
     rc, lines = report(capsys, conn_id, "--all")
 
     assert rc == 1
-    assert len(lines["scope"]) == 5
-    (failed,) = [line for line in lines["scope"] if line.startswith("FAIL")]
-    assert failed.startswith("FAIL url:GET|/api/v1/accounts: NOT granted")
+    # The account and SSO operators' 5 scopes, and the SIS import and account report operators' 5.
+    assert len(lines["scope"]) == 10
+    failed = [line for line in lines["scope"] if line.startswith("FAIL")]
+    assert any(line.startswith("FAIL url:GET|/api/v1/accounts: NOT granted") for line in failed)
+    # Exactly the scopes the key lacks fail; the 4 it holds are granted.
+    assert len(failed) == 10 - len(DAG_SCOPES)
+    assert all(not any(f" {scope}:" in f" {line[5:]}" for scope in DAG_SCOPES) for line in failed)
 
 
 def test_check_of_a_token_canvas_no_longer_accepts(emulator, make_connection, capsys):
